@@ -111,3 +111,49 @@ def paper_state_to_compact(S: torch.Tensor, C: torch.Tensor, G: torch.Tensor, m:
         parts["m"] = m
     parts["C"] = C
     return join_state(parts, "hla2", d, dv, normalize, ridge)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmented-value form used by the chunk and naive forms.
+#
+# Every normaliser part is the value-side part run on a value column of ones:
+#   hla2: n is M's ones column, m is C's;  ahla: mK is P's, n is E's;  hla3: mK is P's, n is F's.
+# So the forms run on v_aug = [v, 1] (dv + 1 columns when normalize) and carry "augmented"
+# parts with e = dv (+ 1) columns:
+#   hla2: S (d, d), M (d, e), [C (d, e) if ridge != 0]
+#   ahla: P (d, e), E (d, e)
+#   hla3: S (d, d), P (d, e), F (d, e)
+# ---------------------------------------------------------------------------------------------
+_VALUE_PART_NORMALISER = {  # value-side part -> the normaliser part that is its ones column
+    "hla2": {"M": "n", "C": "m"},
+    "ahla": {"P": "mK", "E": "n"},
+    "hla3": {"P": "mK", "F": "n"},
+}
+
+
+def augmented_parts(state: torch.Tensor, variant: str, d: int, dv: int, normalize: bool = False,
+                    ridge: float = 0.0) -> Dict[str, torch.Tensor]:
+    """Contract state [..., N] -> augmented parts (see above); copies only when normalize."""
+    parts = split_state(state, variant, d, dv, normalize, ridge)
+    out = {}
+    for name, t in parts.items():
+        if name in _VALUE_PART_NORMALISER[variant].values():
+            continue
+        norm_name = _VALUE_PART_NORMALISER[variant].get(name)
+        if normalize and norm_name is not None:
+            t = torch.cat([t, parts[norm_name].unsqueeze(-1)], dim=-1)
+        out[name] = t
+    return out
+
+
+def state_from_augmented(aug: Dict[str, torch.Tensor], variant: str, d: int, dv: int,
+                         normalize: bool = False, ridge: float = 0.0) -> torch.Tensor:
+    """Inverse of augmented_parts: augmented parts -> contract state [..., N]."""
+    parts = {}
+    for name, t in aug.items():
+        norm_name = _VALUE_PART_NORMALISER[variant].get(name)
+        if normalize and norm_name is not None:
+            parts[name], parts[norm_name] = t[..., :dv], t[..., dv]
+        else:
+            parts[name] = t
+    return join_state(parts, variant, d, dv, normalize, ridge)
