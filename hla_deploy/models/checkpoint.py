@@ -1,0 +1,126 @@
+"""Checkpoint directories: `config.json` (HLAConfig.to_dict) + `model.safetensors` (the state dict).
+
+Both files are written atomically (a temp file in the same directory, then os.replace), so a
+reader never sees a half-written checkpoint. Every problem found while loading raises
+CheckpointError (a ValueError) naming the file and, for tensors, the tensor name and the
+expected/actual shape.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Union
+
+import torch
+
+from hla_deploy.models.config import HLAConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, corrupt, or does not match its config."""
+
+
+def _atomic_write(path: Path, write_fn) -> None:
+    """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None) -> Path:
+    """Save `model` (an HLALanguageModel) to `directory`: config.json + model.safetensors."""
+    from safetensors.torch import save_file
+    import hla_deploy
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    meta = {"format": "pt", "hla_deploy.version": hla_deploy.__version__,
+            "hla_deploy.config": json.dumps(model.config.to_dict(), sort_keys=True)}
+    if metadata:
+        meta.update({str(k): str(v) for k, v in metadata.items()})
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def write_config(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic_write(directory / CONFIG_NAME, write_config)
+    return directory
+
+
+def load_config(directory: PathLike) -> HLAConfig:
+    """Read and validate `directory`/config.json; raises CheckpointError naming the file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist "
+                              f"(expected a directory holding {CONFIG_NAME} and {WEIGHTS_NAME})")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint config {str(path)!r} is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint config {str(path)!r} is not valid JSON: {e}") from e
+    try:
+        return HLAConfig.from_dict(raw)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint config {str(path)!r} is invalid: {e}") from e
+
+
+def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
+    """Read a safetensors file onto the CPU; raises CheckpointError naming the file."""
+    from safetensors.torch import load_file
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint weights {str(path)!r} are missing")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises SafetensorError / OSError / ValueError for corrupt files
+        raise CheckpointError(f"checkpoint weights {str(path)!r} are corrupt or not a safetensors file: "
+                              f"{type(e).__name__}: {e}") from e
+
+
+def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str = "auto"):
+    """Build an HLALanguageModel from `directory`, checking every tensor name, shape and dtype."""
+    from hla_deploy.models.model import HLALanguageModel
+
+    directory = Path(directory)
+    config = load_config(directory)
+    wpath = directory / WEIGHTS_NAME
+    tensors = load_tensors(wpath)
+    model = HLALanguageModel(config, attn_backend=attn_backend)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"checkpoint weights {str(wpath)!r} lack tensor(s) {missing} required by "
+                              f"{CONFIG_NAME} (n_layers={config.n_layers}, "
+                              f"tie_embeddings={config.tie_embeddings})")
+    if unexpected:
+        raise CheckpointError(f"checkpoint weights {str(wpath)!r} hold unexpected tensor(s) {unexpected} "
+                              f"not in the model described by {CONFIG_NAME}")
+    for name, ref in expected.items():
+        t = tensors[name]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(f"checkpoint weights {str(wpath)!r}: tensor {name!r} has shape "
+                                  f"{list(t.shape)}, expected {list(ref.shape)} from {CONFIG_NAME}")
+        if not t.dtype.is_floating_point:
+            raise CheckpointError(f"checkpoint weights {str(wpath)!r}: tensor {name!r} has dtype {t.dtype}, "
+                                  f"expected a floating-point dtype")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint weights {str(wpath)!r}: tensor {name!r} holds NaN or Inf")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+    return model.to(map_location) if map_location is not None else model
