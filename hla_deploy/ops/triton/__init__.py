@@ -1,0 +1,69 @@
+"""Triton kernels for training HLA (variant hla2: masked second order), chunk-parallel.
+
+    hla_attention_triton(q, k, v, variant, decay, normalize, eps, ridge, initial_state,
+                         output_final_state) -> (o, final_state)
+
+q, k [B, T, H, d], v [B, T, H, dv] (float32, float16 or bfloat16; d, dv + normalize <= 128);
+o [B, T, H, dv] in q's dtype; initial_state / final_state [B, H, N] float32 in the layout of
+docs/OP_CONTRACT.md. Differentiable in q, k, v and initial_state (hand-written backward kernels).
+
+Files: chunk_fwd.py (state scan + output kernels), chunk_bwd.py (reverse state-gradient scan +
+chunk-local dq/dk/dv kernel), function.py (autograd.Function), utils.py (checks, state packing).
+Without CUDA the kernels run only under the Triton interpreter (TRITON_INTERPRET=1, CPU tensors).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+__all__ = ["is_available", "supports", "hla_attention_triton"]
+
+
+def is_available() -> bool:
+    """True when Triton imports and can run here (a CUDA GPU, or TRITON_INTERPRET=1)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def supports(variant: str, normalize: bool = False, ridge: float = 0.0) -> bool:
+    """Whether these kernels implement the configuration (hla2 with any normalize / ridge >= 0)."""
+    return variant == "hla2" and ridge >= 0.0
+
+
+def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "hla2",
+                         decay: Union[float, Sequence[float], torch.Tensor] = 1.0,
+                         normalize: bool = False, eps: float = 1e-6, ridge: float = 0.0,
+                         initial_state: Optional[torch.Tensor] = None,
+                         output_final_state: bool = False, *, chunk_size: Optional[int] = None,
+                         ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """hla2 attention, chunk-parallel Triton forward and backward.
+
+    q, k: [B, T, H, d]; v: [B, T, H, dv]; float32 / float16 / bfloat16, one device.
+    decay: float or 1 or H values in (0, 1]; initial_state: [B, H, N] float32 or None.
+    Returns o [B, T, H, dv] (q's dtype) and the final state [B, H, N] float32 (or None).
+    chunk_size (keyword, 16/32/64, default by T) is the tokens per chunk.
+    """
+    from .function import ChunkHLA2Function, default_chunk_size
+    from .utils import check_inputs, decay_vector
+
+    if variant != "hla2" and variant in ("ahla", "hla3"):
+        raise ValueError(f"the Triton backend implements variant 'hla2' only, got {variant!r}; "
+                         f"use backend='chunk' for {variant}")
+    check_inputs(q, k, v, variant, normalize, eps, ridge, initial_state)
+    if not is_available():
+        raise RuntimeError("Triton backend unavailable: needs a CUDA GPU (or TRITON_INTERPRET=1 "
+                           "with CPU tensors)")
+    B, T, H, d = q.shape
+    gam = decay_vector(decay, H, q.device)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(T)
+    if chunk_size not in (16, 32, 64):
+        raise ValueError(f"chunk_size must be 16, 32 or 64, got {chunk_size}")
+    return ChunkHLA2Function.apply(q, k, v, gam, initial_state, bool(normalize), float(eps),
+                                   float(ridge), bool(output_final_state), int(chunk_size))
