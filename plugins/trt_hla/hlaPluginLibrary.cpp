@@ -1,0 +1,63 @@
+// Entry points of the HLARecurrentStep plugin library, as TensorRT's plugin registry expects them
+// from a dynamically loaded library (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins):
+//   extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
+//   extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
+// Only these two symbols are exported (exports.map).
+#include <cstdio>
+#include <mutex>
+
+#include "hlaRecurrentStepPlugin.h"
+
+#define HLA_TRT_EXPORT __attribute__((visibility("default")))
+
+namespace hla {
+namespace trt {
+namespace {
+
+std::mutex gLoggerMutex;
+nvinfer1::ILoggerFinder* gLoggerFinder = nullptr;
+
+char const* severityName(nvinfer1::ILogger::Severity s) {
+  switch (s) {
+    case nvinfer1::ILogger::Severity::kINTERNAL_ERROR: return "INTERNAL_ERROR";
+    case nvinfer1::ILogger::Severity::kERROR: return "ERROR";
+    case nvinfer1::ILogger::Severity::kWARNING: return "WARNING";
+    case nvinfer1::ILogger::Severity::kINFO: return "INFO";
+    case nvinfer1::ILogger::Severity::kVERBOSE: return "VERBOSE";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void set_logger_finder(nvinfer1::ILoggerFinder* finder) noexcept {
+  std::lock_guard<std::mutex> lock(gLoggerMutex);
+  gLoggerFinder = finder;
+}
+
+void log(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept {
+  nvinfer1::ILogger* logger = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(gLoggerMutex);
+    if (gLoggerFinder != nullptr) logger = gLoggerFinder->findLogger();
+  }
+  if (logger != nullptr) {
+    logger->log(severity, message.c_str());
+  } else {
+    std::fprintf(stderr, "[hla_trt_plugin] %s: %s\n", severityName(severity), message.c_str());
+  }
+}
+
+}  // namespace trt
+}  // namespace hla
+
+extern "C" HLA_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+  hla::trt::set_logger_finder(finder);
+}
+
+extern "C" HLA_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+  static hla::trt::HLARecurrentStepPluginCreator sCreator;
+  static nvinfer1::IPluginCreatorInterface* const kCreators[] = {&sCreator};
+  nbCreators = 1;
+  return kCreators;
+}
