@@ -1,0 +1,166 @@
+"""ctypes access to the plugins/common kernels through the `hla_kernels_capi` test library.
+
+Used by tests/test_native_kernels.py, tests/gpu/test_cuda_kernels.py and
+benchmarks/bench_native_decode.py; not part of the deployed runtime (the ORT op and the TensorRT
+plugin link the static `hla_common` / `hla_common_cuda` libraries directly).
+
+    lib = load(build())                      # CPU only; build(cuda=True) adds the CUDA kernels
+    o, state = lib.forward_cpu(q, k, v, state, variant="hla2", decay=[0.9, 1.0])
+
+Shapes (numpy, C-contiguous): q, k [B, T, H, d], v [B, T, H, dv] float32/float16/bfloat16
+(bfloat16 as a uint16 array with dtype_name="bfloat16"), state [B, H, N] float32.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+COMMON_DIR = Path(__file__).resolve().parent
+DEFAULT_BUILD_ROOT = COMMON_DIR.parent / "build-test"
+VARIANT_CODES = {"hla2": 0, "ahla": 1, "hla3": 2}
+DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+class CapiBuildError(RuntimeError):
+    """cmake / the compiler failed or is missing."""
+
+
+def build(build_dir: Optional[os.PathLike] = None, cuda: bool = False, jobs: int = 2,
+          extra_args: Sequence[str] = ()) -> Path:
+    """Configure + build `hla_kernels_capi` with CMake (incremental); returns the .so path."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise CapiBuildError("cmake not found on PATH (needed to build plugins/common)")
+    bdir = Path(build_dir) if build_dir else DEFAULT_BUILD_ROOT / ("capi-cuda" if cuda else "capi-cpu")
+    bdir.mkdir(parents=True, exist_ok=True)
+    cfg = [cmake, "-S", str(COMMON_DIR), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release",
+           f"-DHLA_WITH_CUDA={'ON' if cuda else 'OFF'}", *extra_args]
+    for cmd in (cfg, [cmake, "--build", str(bdir), "--target", "hla_kernels_capi", "-j", str(jobs)]):
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise CapiBuildError(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-4000:]}")
+    lib = bdir / "libhla_kernels_capi.so"
+    if not lib.exists():
+        raise CapiBuildError(f"build finished but {lib} is missing")
+    return lib
+
+
+def _ptr(a) -> ctypes.c_void_p:
+    return ctypes.c_void_p(a.ctypes.data if isinstance(a, np.ndarray) else int(a))
+
+
+class Kernels:
+    """Thin wrapper over the extern "C" functions of hla_capi.cpp."""
+
+    def __init__(self, path: os.PathLike):
+        self.path = Path(path)
+        L = self.lib = ctypes.CDLL(str(self.path))
+        i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+        L.hla_capi_state_size.restype = ctypes.c_int64
+        L.hla_capi_state_size.argtypes = [i, i, i, i, f]
+        L.hla_capi_parse_variant.restype = i
+        L.hla_capi_parse_variant.argtypes = [ctypes.c_char_p]
+        L.hla_capi_validate.restype = ctypes.c_char_p
+        L.hla_capi_validate.argtypes = [i, i, i, i, i, i, i, f, f, p, i]
+        L.hla_capi_forward_cpu.restype = i
+        L.hla_capi_forward_cpu.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i, p, p, p, p, p, p, i]
+        L.hla_capi_convert.restype = i
+        L.hla_capi_convert.argtypes = [i, i, ctypes.c_int64, p, p]
+        L.hla_capi_has_cuda.restype = i
+        self.has_cuda = bool(L.hla_capi_has_cuda())
+        if self.has_cuda:
+            L.hla_capi_cuda_workspace_size.restype = ctypes.c_int64
+            L.hla_capi_cuda_workspace_size.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
+            L.hla_capi_forward_cuda.restype = i
+            L.hla_capi_forward_cuda.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i,
+                                                p, p, p, p, p, p, p, p]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def state_size(self, variant: str, d: int, dv: int, normalize=False, ridge=0.0) -> int:
+        return int(self.lib.hla_capi_state_size(VARIANT_CODES[variant], d, dv, int(normalize), ridge))
+
+    def validate(self, variant, B, T, H, d, dv, normalize=False, eps=1e-6, ridge=0.0, decay=None):
+        """None when valid, else the message (str). `variant` may be a str or a raw int code."""
+        code = VARIANT_CODES[variant] if isinstance(variant, str) else int(variant)
+        dec = None if decay is None else np.ascontiguousarray(decay, dtype=np.float32)
+        msg = self.lib.hla_capi_validate(code, B, T, H, d, dv, int(normalize), eps, ridge,
+                                         None if dec is None else _ptr(dec),
+                                         0 if dec is None else dec.size)
+        return None if msg is None else msg.decode()
+
+    def convert(self, dtype_name: str, to_float: bool, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        out = np.empty(x.shape, np.float32 if to_float else np.uint16)
+        rc = self.lib.hla_capi_convert(DTYPE_CODES[dtype_name], 0 if to_float else 1, x.size,
+                                       _ptr(x), _ptr(out))
+        if rc != 0:
+            raise ValueError(f"hla_capi_convert returned {rc}")
+        return out
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward_cpu(self, q, k, v, state, *, variant="hla2", decay=None, normalize=False,
+                    eps=1e-6, ridge=0.0, dtype_name=None, num_threads=0, state_out=None,
+                    o=None):
+        """Returns (o, state_out). state_out may be `state` itself (in place)."""
+        B, T, H, d = q.shape
+        dv = v.shape[-1]
+        dtype_name = dtype_name or str(q.dtype)
+        for name, a in (("q", q), ("k", k), ("v", v), ("state", state)):
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous")
+        if state.dtype != np.float32:
+            raise TypeError("state must be float32")
+        dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        if o is None:
+            o = np.empty((B, T, H, dv), dtype=q.dtype)
+        if state_out is None:
+            state_out = np.empty_like(state)
+        rc = self.lib.hla_capi_forward_cpu(
+            VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), eps, ridge,
+            None if dec is None else _ptr(dec), 0 if dec is None else dec.size,
+            DTYPE_CODES[dtype_name], _ptr(q), _ptr(k), _ptr(v), _ptr(state), _ptr(o),
+            _ptr(state_out), num_threads)
+        if rc != 0:
+            msg = self.validate(variant, B, T, H, d, dv, normalize, eps, ridge, dec)
+            raise ValueError(f"hla_capi_forward_cpu returned {rc}: {msg}")
+        return o, state_out
+
+    def forward_cuda(self, q, k, v, state, *, variant="hla2", decay=None, normalize=False,
+                     eps=1e-6, ridge=0.0, state_out=None, o=None, stream=None):
+        """torch CUDA tensors in/out (contiguous). Launches on `stream` (default: torch's
+        current stream). Returns (o, state_out); raises RuntimeError with the CUDA code."""
+        import torch
+        if not self.has_cuda:
+            raise RuntimeError(f"{self.path} was built without CUDA")
+        codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+        B, T, H, d = q.shape
+        dv = v.shape[-1]
+        dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        if o is None:
+            o = torch.empty((B, T, H, dv), dtype=q.dtype, device=q.device)
+        if state_out is None:
+            state_out = torch.empty_like(state)
+        args = (VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), eps, ridge,
+                None if dec is None else _ptr(dec), 0 if dec is None else dec.size, codes[q.dtype])
+        ws_bytes = int(self.lib.hla_capi_cuda_workspace_size(*args))
+        ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
+        if stream is None:
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+        rc = self.lib.hla_capi_forward_cuda(
+            *args, _ptr(q.data_ptr()), _ptr(k.data_ptr()), _ptr(v.data_ptr()),
+            _ptr(state.data_ptr()), _ptr(o.data_ptr()), _ptr(state_out.data_ptr()),
+            _ptr(ws.data_ptr()), ctypes.c_void_p(int(stream)))
+        if rc != 0:
+            raise RuntimeError(f"hla_capi_forward_cuda returned {rc}")
+        return o, state_out
+
+
+def load(path: Optional[os.PathLike] = None, cuda: bool = False) -> Kernels:
+    """Load the capi library at `path`, building it first when no path is given."""
+    return Kernels(path if path is not None else build(cuda=cuda))
