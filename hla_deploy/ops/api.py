@@ -24,8 +24,8 @@ def _decay_values(decay: DecayArg, H: int, variant: str) -> Tuple[float, ...]:
         if decay.dim() > 1:
             raise ValueError(f"decay must be a float or a 1-D sequence of 1 or H={H} floats, "
                              f"got a tensor of shape {tuple(decay.shape)}")
-        if decay.is_floating_point() is False and decay.dtype != torch.bool:
-            decay = decay.to(torch.float64)
+        if not decay.is_floating_point():
+            raise TypeError(f"decay tensor must be floating point, got dtype {decay.dtype}")
         values = [float(x) for x in decay.detach().reshape(-1).cpu().tolist()]
     elif isinstance(decay, numbers.Real) and not isinstance(decay, bool):
         values = [float(decay)]
@@ -49,7 +49,8 @@ def _decay_values(decay: DecayArg, H: int, variant: str) -> Tuple[float, ...]:
     return tuple(values) * H if len(values) == 1 else tuple(values)
 
 
-def _check_scalar(name: str, value, allow_zero_only_for: Optional[str] = None) -> float:
+def _check_scalar(name: str, value) -> float:
+    """A finite real number >= 0 (eps, ridge)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -128,6 +129,9 @@ def _triton_module():
     except Exception as exc:  # ImportError, or triton itself failing to import
         raise RuntimeError(f"backend 'triton' is unavailable: importing hla_deploy.ops.triton failed "
                            f"({type(exc).__name__}: {exc})") from exc
+    missing = [n for n in ("is_available", "supports", "hla_attention_triton") if not hasattr(triton_ops, n)]
+    if missing:
+        raise RuntimeError(f"backend 'triton' is unavailable: hla_deploy.ops.triton lacks {', '.join(missing)}")
     return triton_ops
 
 
