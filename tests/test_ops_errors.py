@@ -164,16 +164,24 @@ def test_unsupported_activation_dtype():
         hla_attention(q, k, v)
 
 
+def _install_fake_triton(monkeypatch, fake):
+    """Make `from hla_deploy.ops import triton` return `fake` (whether or not the real one is loaded)."""
+    import hla_deploy.ops as ops_pkg
+    monkeypatch.setitem(sys.modules, "hla_deploy.ops.triton", fake)
+    monkeypatch.setattr(ops_pkg, "triton", fake, raising=False)
+
+
 def test_triton_backend_unavailable_is_a_clear_error(monkeypatch):
     """backend='triton' without a usable module: RuntimeError saying why (never a silent fallback)."""
     fake = types.ModuleType("hla_deploy.ops.triton")
     fake.is_available = lambda: False
     fake.supports = lambda variant, normalize, ridge: True
-    monkeypatch.setitem(sys.modules, "hla_deploy.ops.triton", fake)
+    fake.hla_attention_triton = lambda *args: pytest.fail("must not be called")
+    _install_fake_triton(monkeypatch, fake)
     with pytest.raises(RuntimeError, match=r"backend 'triton' is unavailable: .*is_available\(\) returned False"):
         _call(backend="triton")
     broken = types.ModuleType("hla_deploy.ops.triton")  # importable name, but missing functions
-    monkeypatch.setitem(sys.modules, "hla_deploy.ops.triton", broken)
+    _install_fake_triton(monkeypatch, broken)
     with pytest.raises(RuntimeError, match=r"hla_deploy.ops.triton lacks is_available, supports, hla_attention_triton"):
         _call(backend="triton")
 
@@ -192,7 +200,7 @@ def test_triton_backend_dispatch_arguments(monkeypatch):
         return torch.zeros_like(v), None
 
     fake.hla_attention_triton = hla_attention_triton
-    monkeypatch.setitem(sys.modules, "hla_deploy.ops.triton", fake)
+    _install_fake_triton(monkeypatch, fake)
     o, s = _call(backend="triton", variant="ahla", decay=0.5, normalize=True, eps=1e-3)
     assert seen == dict(variant="ahla", decay=(0.5,) * H, normalize=True, eps=1e-3, ridge=0.0,
                         initial_state=None, output_final_state=False)
