@@ -1,0 +1,73 @@
+"""Native plugins: the ONNX Runtime custom-op library (and the TensorRT plugin), built on first use.
+
+    ort_library_path(build=True) -> Path    libhla_ort_op.so (hla_deploy::HLARecurrentStep)
+    ort_runner_path(build=True)  -> Path    the C++ runner (plugins/ort_hla/hla_runner.cc)
+    trt_plugin_path(build=True)  -> Path    the TensorRT plugin (hla_deploy.plugins.trt_build)
+    PluginBuildError                        raised with a clear message when a build fails
+
+Also the ``build-plugins`` subcommand of ``hla-deploy`` (``add_arguments`` / ``run``).
+Importing this module is cheap: nothing is built or imported until asked for.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from .build import PluginBuildError, build_dir, cmake_build, ort_library_path, ort_runner_path
+
+__all__ = ["PluginBuildError", "build_dir", "cmake_build", "ort_library_path", "ort_runner_path",
+           "trt_plugin_path", "add_arguments", "run"]
+
+
+def _trt_build_module():
+    try:
+        return importlib.import_module("hla_deploy.plugins.trt_build")
+    except ImportError as e:
+        if e.name not in ("hla_deploy.plugins.trt_build",):
+            raise
+        raise PluginBuildError("the TensorRT plugin build is not available in this version "
+                               "(module hla_deploy.plugins.trt_build missing)") from e
+
+
+def trt_plugin_path(build: bool = True) -> Path:
+    """Path of the TensorRT plugin library (implemented in hla_deploy.plugins.trt_build)."""
+    return _trt_build_module().trt_plugin_path(build=build)
+
+
+# ---- `hla-deploy build-plugins` ------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--build-dir", default=None,
+                        help="CMake build directory (default: $HLA_DEPLOY_BUILD_DIR or <repo>/plugins/build)")
+    parser.add_argument("--with-cuda", choices=["auto", "on", "off"], default=None,
+                        help="build the CUDA kernels and the ORT CUDA-EP op (default: on only when nvcc "
+                             "and onnxruntime's CUDAExecutionProvider are both present)")
+    parser.add_argument("--no-runner", action="store_true", help="do not build the C++ runner hla_runner")
+    parser.add_argument("--trt", action="store_true",
+                        help="also build the TensorRT plugin (hla_deploy.plugins.trt_build)")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the CMake commands")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.build_dir:
+        os.environ["HLA_DEPLOY_BUILD_DIR"] = str(Path(args.build_dir).expanduser().resolve())
+    if args.with_cuda:
+        os.environ["HLA_DEPLOY_WITH_CUDA"] = args.with_cuda.upper()
+    verbose = not args.quiet
+    try:
+        targets = ["hla_ort_op"] + ([] if args.no_runner else ["hla_runner"])
+        cmake_build(targets, verbose=verbose)
+        print(f"ONNX Runtime custom-op library: {ort_library_path(build=False)}")
+        if not args.no_runner:
+            print(f"C++ runner: {ort_runner_path(build=False)}")
+        if args.trt:
+            # Hook for the TensorRT plugin build (hla_deploy/plugins/trt_build.py).
+            path = _trt_build_module().build_trt_plugin()
+            print(f"TensorRT plugin: {path}")
+    except PluginBuildError as e:
+        print(f"build-plugins: error: {e}", file=sys.stderr)
+        return 1
+    return 0

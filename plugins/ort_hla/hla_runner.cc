@@ -1,0 +1,218 @@
+// hla_runner: greedy text generation from an exported hla-deploy ONNX model with ONNX Runtime (CPU)
+// and the HLARecurrentStep custom-op library, without Python.
+//
+//   hla_runner --model model.onnx --library libhla_ort_op.so [--prompt TEXT] [--max-new-tokens N]
+//              [--threads N] [--json]
+//
+// Graph interface (exporters): inputs input_ids [B, T] int64, state [L, B, H, N] float32;
+// outputs logits [B, T, V] float32, state_out [L, B, H, N] float32. The runner byte-tokenises the
+// prompt (token id = byte value), prefills it in one call from a zero state, then decodes
+// N tokens greedily (argmax, first index on ties), one T = 1 call per token with state_out fed back
+// as the next state. It prints the generated text and the decode speed; --json prints one JSON
+// object with the prompt and generated token ids (tests compare them with Python's
+// OrtHLASession.generate).
+#include <onnxruntime_cxx_api.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* kKnownContractVersion = "1";
+
+struct Args {
+  std::string model, library, prompt = "def ";
+  int max_new_tokens = 32;
+  int threads = 0;
+  bool json = false;
+};
+
+[[noreturn]] void Usage(const char* msg) {
+  if (msg) std::fprintf(stderr, "hla_runner: error: %s\n", msg);
+  std::fprintf(stderr,
+               "usage: hla_runner --model MODEL.onnx --library LIBHLA_ORT_OP.so [--prompt TEXT]\n"
+               "                  [--max-new-tokens N] [--threads N] [--json]\n");
+  std::exit(2);
+}
+
+Args ParseArgs(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Usage((k + " needs a value").c_str());
+      return argv[++i];
+    };
+    if (k == "--model") a.model = value();
+    else if (k == "--library") a.library = value();
+    else if (k == "--prompt") a.prompt = value();
+    else if (k == "--max-new-tokens") a.max_new_tokens = std::atoi(value().c_str());
+    else if (k == "--threads") a.threads = std::atoi(value().c_str());
+    else if (k == "--json") a.json = true;
+    else if (k == "-h" || k == "--help") Usage(nullptr);
+    else Usage(("unknown argument " + k).c_str());
+  }
+  if (a.model.empty()) Usage("--model is required");
+  if (a.library.empty()) Usage("--library is required");
+  if (a.max_new_tokens < 1) Usage("--max-new-tokens must be >= 1");
+  if (a.prompt.empty()) Usage("--prompt must not be empty (the model needs at least one token)");
+  return a;
+}
+
+bool FileExists(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f) std::fclose(f);
+  return f != nullptr;
+}
+
+std::string JsonString(const std::string& s) {
+  std::ostringstream os;
+  os << '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') os << '\\' << c;
+    else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);  // byte-level text: one code point per byte
+      os << buf;
+    } else os << c;
+  }
+  os << '"';
+  return os.str();
+}
+
+std::string JsonIds(const std::vector<int64_t>& ids) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < ids.size(); ++i) os << (i ? ", " : "") << ids[i];
+  os << ']';
+  return os.str();
+}
+
+int64_t ArgmaxRow(const float* row, int64_t V) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < V; ++j)
+    if (row[j] > row[best]) best = j;
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args = ParseArgs(argc, argv);
+  if (!FileExists(args.model)) {
+    std::fprintf(stderr, "hla_runner: error: model file not found: %s\n", args.model.c_str());
+    return 1;
+  }
+  if (!FileExists(args.library)) {
+    std::fprintf(stderr, "hla_runner: error: custom-op library not found: %s\n", args.library.c_str());
+    return 1;
+  }
+  try {
+    Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "hla_runner");
+    Ort::SessionOptions so;
+    if (args.threads > 0) so.SetIntraOpNumThreads(args.threads);
+    so.RegisterCustomOpsLibrary(args.library.c_str());
+    Ort::Session session(env, args.model.c_str(), so);
+    Ort::AllocatorWithDefaultOptions alloc;
+
+    // Contract version recorded by the exporter.
+    Ort::ModelMetadata meta = session.GetModelMetadata();
+    auto version = meta.LookupCustomMetadataMapAllocated("hla_deploy.op_contract_version", alloc);
+    if (!version) {
+      std::fprintf(stderr, "hla_runner: error: %s has no 'hla_deploy.op_contract_version' metadata "
+                           "(not an hla-deploy export?)\n", args.model.c_str());
+      return 1;
+    }
+    if (std::strcmp(version.get(), kKnownContractVersion) != 0) {
+      std::fprintf(stderr, "hla_runner: error: %s uses op contract version %s; this runner knows version %s\n",
+                   args.model.c_str(), version.get(), kKnownContractVersion);
+      return 1;
+    }
+
+    // State shape [L, B, H, N] from the graph input (L, H, N static).
+    int state_index = -1, ids_index = -1;
+    for (size_t i = 0; i < session.GetInputCount(); ++i) {
+      std::string name = session.GetInputNameAllocated(i, alloc).get();
+      if (name == "state") state_index = static_cast<int>(i);
+      if (name == "input_ids") ids_index = static_cast<int>(i);
+    }
+    if (state_index < 0 || ids_index < 0 || session.GetInputCount() != 2 || session.GetOutputCount() != 2) {
+      std::fprintf(stderr, "hla_runner: error: expected inputs (input_ids, state) and outputs (logits, state_out)\n");
+      return 1;
+    }
+    std::vector<int64_t> sshape =
+        session.GetInputTypeInfo(state_index).GetTensorTypeAndShapeInfo().GetShape();
+    if (sshape.size() != 4 || sshape[0] <= 0 || sshape[2] <= 0 || sshape[3] <= 0) {
+      std::fprintf(stderr, "hla_runner: error: input 'state' must be [L, B, H, N] with static L, H, N\n");
+      return 1;
+    }
+    const int64_t L = sshape[0], H = sshape[2], N = sshape[3];
+
+    Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    const char* in_names[2] = {"input_ids", "state"};
+    const char* out_names[2] = {"logits", "state_out"};
+
+    std::vector<int64_t> prompt_ids;
+    for (unsigned char c : args.prompt) prompt_ids.push_back(static_cast<int64_t>(c));
+    std::vector<float> zeros(static_cast<size_t>(L * H * N), 0.0f);
+    std::vector<int64_t> state_shape = {L, 1, H, N};
+
+    // Prefill: all prompt tokens in one call from the zero state.
+    std::vector<int64_t> ids_shape = {1, static_cast<int64_t>(prompt_ids.size())};
+    std::vector<Ort::Value> inputs;
+    inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, prompt_ids.data(), prompt_ids.size(),
+                                                       ids_shape.data(), ids_shape.size()));
+    inputs.push_back(Ort::Value::CreateTensor<float>(cpu, zeros.data(), zeros.size(), state_shape.data(),
+                                                     state_shape.size()));
+    auto t0 = std::chrono::steady_clock::now();
+    auto outputs = session.Run(Ort::RunOptions{nullptr}, in_names, inputs.data(), 2, out_names, 2);
+    auto t1 = std::chrono::steady_clock::now();
+    auto lshape = outputs[0].GetTensorTypeAndShapeInfo().GetShape();  // [1, T, V]
+    const int64_t V = lshape.back();
+    std::vector<int64_t> generated;
+    generated.push_back(ArgmaxRow(outputs[0].GetTensorData<float>() + (lshape[1] - 1) * V, V));
+    Ort::Value state = std::move(outputs[1]);
+
+    // Decode: one token per call, state_out fed back.
+    int64_t token = generated.back();
+    std::vector<int64_t> step_shape = {1, 1};
+    for (int i = 1; i < args.max_new_tokens; ++i) {
+      inputs.clear();
+      inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, &token, 1, step_shape.data(), step_shape.size()));
+      inputs.push_back(std::move(state));
+      outputs = session.Run(Ort::RunOptions{nullptr}, in_names, inputs.data(), 2, out_names, 2);
+      token = ArgmaxRow(outputs[0].GetTensorData<float>(), V);
+      generated.push_back(token);
+      state = std::move(outputs[1]);
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    const double prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+    const int decode_steps = args.max_new_tokens - 1;
+    const double tok_s = decode_steps > 0 && decode_s > 0 ? decode_steps / decode_s : 0.0;
+
+    std::string text;
+    for (int64_t id : generated) text.push_back(static_cast<char>(id >= 0 && id < 256 ? id : '?'));
+    if (args.json) {
+      std::cout << "{\"prompt_ids\": " << JsonIds(prompt_ids) << ", \"generated_ids\": " << JsonIds(generated)
+                << ", \"text\": " << JsonString(text) << ", \"prefill_tokens\": " << prompt_ids.size()
+                << ", \"prefill_ms\": " << prefill_ms << ", \"decode_steps\": " << decode_steps
+                << ", \"decode_tokens_per_s\": " << tok_s << "}" << std::endl;
+    } else {
+      std::cout << args.prompt << text << "\n";
+      std::fprintf(stderr, "[hla_runner] prefill %zu tokens: %.2f ms; decode %d tokens: %.1f tokens/s\n",
+                   prompt_ids.size(), prefill_ms, decode_steps, tok_s);
+    }
+  } catch (const Ort::Exception& e) {
+    std::fprintf(stderr, "hla_runner: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
