@@ -158,7 +158,9 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
         normalize: divide by the normaliser (+ eps). ridge: lambda >= 0 (hla2 only).
         initial_state: [B, H, N] float32 (float64 allowed with float64 q) or None (zeros).
         output_final_state: also return the state after the T tokens.
-        backend: "auto" | "naive" | "recurrent" | "chunk" | "triton".
+        backend: "auto" | "naive" | "recurrent" | "chunk" | "triton". "auto": "triton" for CUDA
+            tensors (not float64) when hla_deploy.ops.triton imports, is_available() and
+            supports(variant, normalize, ridge); otherwise "chunk" for T > 1, "recurrent" for T = 1.
         chunk_size: chunk length of the "chunk" backend (any int >= 1).
 
     Returns:
@@ -172,7 +174,7 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
                          "backend 'chunk' or 'recurrent'")
     T = q.shape[1]
     if backend == "auto":
-        if q.is_cuda and _triton_usable(variant, normalize, ridge):
+        if q.is_cuda and q.dtype != torch.float64 and _triton_usable(variant, normalize, ridge):
             backend = "triton"
         else:
             backend = "chunk" if T > 1 else "recurrent"
