@@ -296,7 +296,43 @@ class _NumpyStateBackend(Backend):
                               lambda s: s)
 
 
-class OrtBackend(_NumpyStateBackend):
+class _SessionBackend(_NumpyStateBackend):
+    """A runtime session (OrtHLASession / TrtHLASession). When the session exposes
+    ``get_state()``, the run goes through its deployed path (``reset`` / ``prefill`` / ``step``,
+    the state kept on the device between calls, as ``generate`` does); otherwise through the
+    stateless ``run(input_ids, state)`` with the state fed back by the harness."""
+
+    session = None
+
+    def stateful(self) -> bool:
+        return callable(getattr(self.session, "get_state", None))
+
+    def path_description(self) -> str:
+        return ("session.reset/prefill/step, state kept on the device" if self.stateful()
+                else "session.run, state fed back by the harness")
+
+    def _run_fn(self, ids, state):
+        return self.session.run(ids, state)
+
+    def run(self, prompt_ids, feed_tokens):
+        if not self.stateful():
+            return super().run(prompt_ids, feed_tokens)
+        s = self.session
+        s.reset(prompt_ids.shape[0])
+        prefill = np.asarray(s.prefill(np.ascontiguousarray(prompt_ids, dtype=np.int64)), dtype=np.float32)
+        B, V = prefill.shape[0], prefill.shape[-1]
+        decode = []
+        for i in range(feed_tokens.shape[1]):
+            lg = np.asarray(s.step(np.ascontiguousarray(feed_tokens[:, i], dtype=np.int64)), dtype=np.float32)
+            if lg.shape != (B, V):
+                raise ValueError(f"decode step {i}: session.step returned logits of shape {lg.shape}, "
+                                 f"expected {(B, V)}")
+            decode.append(lg)
+        dec = np.stack(decode, axis=1) if decode else np.zeros((B, 0, V), np.float32)
+        return RunOutput(prefill, dec, np.asarray(s.get_state(), dtype=np.float32))
+
+
+class OrtBackend(_SessionBackend):
     """Custom-op ONNX in hla_deploy.runtime.OrtHLASession (device "cpu" or "cuda")."""
 
     def __init__(self, device: str):
@@ -319,11 +355,9 @@ class OrtBackend(_NumpyStateBackend):
         library = ctx.ort_library()
         self.session = OrtHLASession(str(path), device=self.device, library=library)
         self.artifact = str(path)
-        self.description = f"custom-op ONNX in OrtHLASession(device={self.device!r}), library {library}"
+        self.description = (f"custom-op ONNX in OrtHLASession(device={self.device!r}), "
+                            f"{self.path_description()}, library {library}")
         self.prepare_common(ctx)
-
-    def _run_fn(self, ids, state):
-        return self.session.run(ids, state)
 
 
 class OnnxStandardBackend(_NumpyStateBackend):
@@ -354,7 +388,7 @@ class OnnxStandardBackend(_NumpyStateBackend):
         return logits, state_out
 
 
-class TrtBackend(_NumpyStateBackend):
+class TrtBackend(_SessionBackend):
     """TensorRT engine (built here from the custom-op ONNX) in hla_deploy.runtime.TrtHLASession."""
 
     name = "trt"
@@ -381,11 +415,9 @@ class TrtBackend(_NumpyStateBackend):
                      max_seq=ctx.max_seq)
         self.session = TrtHLASession(str(plan))
         self.artifact = str(plan)
-        self.description = f"TensorRT engine {plan.name} from {path} (fp16={ctx.dtype == 'fp16'})"
+        self.description = (f"TensorRT engine {plan.name} from {path} (fp16={ctx.dtype == 'fp16'}), "
+                            f"{self.path_description()}")
         self.prepare_common(ctx)
-
-    def _run_fn(self, ids, state):
-        return self.session.run(ids, state)
 
 
 def make_backend(name: str) -> Backend:

@@ -56,7 +56,9 @@ def format_table(report: dict) -> str:
         if e.get("note"):
             lines.append(f"{e['name']}: note: {e['note']}")
         if e.get("artifact"):
-            lines.append(f"{e['name']}: artifact {e['artifact']}")
+            temp = e["artifact"].endswith(".plan") or not report["onnx"]["given"]
+            lines.append(f"{e['name']}: artifact {e['artifact']}"
+                         + (" (built for this run in a temp dir, removed afterwards)" if temp else ""))
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     s = report["summary"]
