@@ -32,8 +32,9 @@ class GraphBuilder:
     constant initializer; `weight(name, array)` adds a named initializer.
     """
 
-    def __init__(self, name: str = "graph"):
+    def __init__(self, name: str = "graph", prefix: str = ""):
         self.name = name
+        self.prefix = prefix            # prepended to every generated node/value name
         self.nodes: List[onnx.NodeProto] = []
         self.initializers: List[onnx.TensorProto] = []
         self.inputs: List[onnx.ValueInfoProto] = []
@@ -44,6 +45,7 @@ class GraphBuilder:
 
     # ------------------------------------------------------------------ names
     def fresh(self, hint: str) -> str:
+        hint = self.prefix + hint
         n = self._names.get(hint, 0)
         self._names[hint] = n + 1
         return hint if n == 0 else f"{hint}_{n}"

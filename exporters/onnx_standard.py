@@ -208,3 +208,62 @@ def standard_hla_emitter(config):
         return emit_hla_standard(gb, q, k, v, state, H=config.n_heads, d=config.head_dim,
                                  dv=config.value_dim, act_type=act_type, **attrs)
     return emit
+
+
+def lower_custom_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every hla_deploy::HLARecurrentStep node of `model` by its standard-op lowering.
+
+    Turns a custom-op export into a graph any ONNX Runtime can run (same inputs, outputs and
+    meaning). H, d and dv are read from the node inputs' shapes (ONNX shape inference with the
+    registered schema), so they must be static. Returns a new ModelProto.
+    """
+    from onnx import helper
+
+    from hla_deploy import OP_DOMAIN, OP_TYPE
+    from .schema import register_hla_schema
+
+    register_hla_schema()
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {vi.name: vi.type.tensor_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+             + list(inferred.graph.output)}
+
+    def static_dims(name):
+        t = types.get(name)
+        dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in t.shape.dim] if t else None
+        if not dims or dims[2] is None or dims[3] is None:
+            raise ValueError(f"HLARecurrentStep input {name!r}: shape inference did not give static H and "
+                             f"head dims (got {dims}); cannot lower to standard ops")
+        return t.elem_type, dims
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    new_nodes, extra_inits = [], []
+    for node in model.graph.node:
+        if not (node.op_type == OP_TYPE and node.domain == OP_DOMAIN):
+            new_nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        variant = attrs.get("variant", b"hla2")
+        act, qd = static_dims(node.input[0])
+        _, vd = static_dims(node.input[2])
+        gb = GraphBuilder(prefix=f"{node.name}/")
+        o, st = emit_hla_standard(
+            gb, *node.input, variant=variant.decode() if isinstance(variant, bytes) else variant,
+            decay=list(attrs.get("decay", [1.0])), normalize=int(attrs.get("normalize", 0)),
+            eps=float(attrs.get("eps", 1e-6)), ridge=float(attrs.get("ridge", 0.0)),
+            H=qd[2], d=qd[3], dv=vd[3], act_type=act)
+        gb.op("Identity", [o], outputs=[node.output[0]])
+        gb.op("Identity", [st], outputs=[node.output[1]])
+        new_nodes.extend(gb.nodes)
+        extra_inits.extend(gb.initializers)
+    del out.graph.node[:]
+    out.graph.node.extend(new_nodes)
+    out.graph.initializer.extend(extra_inits)
+    if not any(n.domain == OP_DOMAIN for n in new_nodes):
+        keep = [o for o in out.opset_import if o.domain != OP_DOMAIN]
+        del out.opset_import[:]
+        out.opset_import.extend(keep)
+    for prop in out.metadata_props:
+        if prop.key == "hla_deploy.op":
+            prop.value = "standard"
+    return out
