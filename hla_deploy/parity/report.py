@@ -70,6 +70,13 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _umask_mode() -> int:
+    """0o666 minus the process umask: what open() would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +84,7 @@ def _atomic_write(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -161,6 +169,7 @@ def write_plot(report: dict, path) -> Optional[Path]:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
