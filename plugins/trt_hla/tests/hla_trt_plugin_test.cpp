@@ -1,0 +1,520 @@
+// Test of the built plugin library libhla_trt_plugin.so WITHOUT TensorRT's libraries: it is
+// dlopen()ed like IPluginRegistry::loadLibrary does, its two entry points are called, and the
+// creator and the IPluginV3 capability interfaces are driven through their (header-declared,
+// virtual) methods with mocked TensorRT objects (IDimensionExpr, IExprBuilder, ILoggerFinder).
+// When a CUDA device is present, enqueue() is also run and compared with hla::forward_cpu.
+//
+// Usage: hla_trt_plugin_test [path/to/libhla_trt_plugin.so]   (exit code 0 = all passed)
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "NvInferRuntime.h"
+#include "hla_kernels.h"
+
+using namespace nvinfer1;
+
+static int gFailures = 0;
+static int gChecks = 0;
+#define CHECK(cond)                                                        \
+  do {                                                                     \
+    ++gChecks;                                                             \
+    if (!(cond)) {                                                         \
+      ++gFailures;                                                         \
+      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
+    }                                                                      \
+  } while (0)
+
+// ---- mocks -------------------------------------------------------------------------------------
+class MockDimImpl : public apiv::VDimensionExpr {
+ public:
+  MockDimImpl(bool constant, int64_t value) : mConstant(constant), mValue(value) {}
+  bool isConstant() const override { return mConstant; }
+  int64_t getConstantValue() const override { return mConstant ? mValue : INT64_MIN; }
+  bool isSizeTensor() const override { return false; }
+
+ private:
+  bool mConstant;
+  int64_t mValue;
+};
+
+class MockDim : public IDimensionExpr {
+ public:
+  MockDim(bool constant, int64_t value) : mImplObj(constant, value) { mImpl = &mImplObj; }
+  ~MockDim() override = default;
+
+ private:
+  MockDimImpl mImplObj;
+};
+
+class MockExprBuilderImpl : public apiv::VExprBuilder {
+ public:
+  IDimensionExpr const* constant(int64_t value) override {
+    mDims.emplace_back(new MockDim(true, value));
+    return mDims.back().get();
+  }
+  IDimensionExpr const* operation(DimensionOperation, IDimensionExpr const&, IDimensionExpr const&) override {
+    mDims.emplace_back(new MockDim(false, 0));
+    return mDims.back().get();
+  }
+  IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override {
+    return nullptr;
+  }
+  std::vector<std::unique_ptr<MockDim>> mDims;
+};
+
+class MockExprBuilder : public IExprBuilder {
+ public:
+  MockExprBuilder() { mImpl = &mImplObj; }
+  ~MockExprBuilder() override = default;
+
+ private:
+  MockExprBuilderImpl mImplObj;
+};
+
+class CaptureLogger : public ILogger {
+ public:
+  void log(Severity severity, AsciiChar const* msg) noexcept override {
+    if (severity <= Severity::kWARNING) mMessages.emplace_back(msg);
+  }
+  bool saw(char const* part) const {
+    for (auto const& m : mMessages)
+      if (m.find(part) != std::string::npos) return true;
+    return false;
+  }
+  std::vector<std::string> mMessages;
+};
+
+class Finder : public ILoggerFinder {
+ public:
+  explicit Finder(ILogger* logger) : mLogger(logger) {}
+  ~Finder() override = default;
+  ILogger* findLogger() override { return mLogger; }
+
+ private:
+  ILogger* mLogger;
+};
+
+// ---- helpers -----------------------------------------------------------------------------------
+static Dims dims(std::vector<int64_t> const& v) {
+  Dims d{};
+  d.nbDims = static_cast<int32_t>(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d.d[i] = v[i];
+  return d;
+}
+
+static PluginTensorDesc desc(std::vector<int64_t> const& v, DataType t, TensorFormat f = TensorFormat::kLINEAR) {
+  PluginTensorDesc p{};
+  p.dims = dims(v);
+  p.type = t;
+  p.format = f;
+  p.scale = 1.0f;
+  return p;
+}
+
+static DynamicPluginTensorDesc ddesc(std::vector<int64_t> const& build, std::vector<int64_t> const& mn,
+                                     std::vector<int64_t> const& mx, DataType t) {
+  DynamicPluginTensorDesc d{};
+  d.desc = desc(build, t);
+  d.min = dims(mn);
+  d.opt = dims(mx);
+  d.max = dims(mx);
+  return d;
+}
+
+struct Fields {
+  std::string variant;
+  std::vector<float> decay;
+  int32_t normalize;
+  float eps, ridge;
+  std::vector<PluginField> f;
+  PluginFieldCollection fc{};
+  Fields(char const* v, std::vector<float> d, int32_t n, float e, float r)
+      : variant(v), decay(std::move(d)), normalize(n), eps(e), ridge(r) {
+    // As onnx-tensorrt passes node attributes (STRING -> kCHAR incl. NUL, FLOATS, INT, FLOAT).
+    f.emplace_back("variant", variant.c_str(), PluginFieldType::kCHAR, (int32_t)variant.size() + 1);
+    f.emplace_back("decay", decay.data(), PluginFieldType::kFLOAT32, (int32_t)decay.size());
+    f.emplace_back("normalize", &normalize, PluginFieldType::kINT32, 1);
+    f.emplace_back("eps", &eps, PluginFieldType::kFLOAT32, 1);
+    f.emplace_back("ridge", &ridge, PluginFieldType::kFLOAT32, 1);
+    fc.nbFields = (int32_t)f.size();
+    fc.fields = f.data();
+  }
+};
+
+static bool sameFields(PluginFieldCollection const* a, PluginFieldCollection const* b) {
+  if (a == nullptr || b == nullptr || a->nbFields != b->nbFields) return false;
+  for (int32_t i = 0; i < a->nbFields; ++i) {
+    PluginField const& x = a->fields[i];
+    PluginField const& y = b->fields[i];
+    if (std::strcmp(x.name, y.name) != 0 || x.type != y.type || x.length != y.length) return false;
+    size_t elem = (x.type == PluginFieldType::kCHAR) ? 1 : 4;
+    if (std::memcmp(x.data, y.data, elem * static_cast<size_t>(x.length)) != 0) return false;
+  }
+  return true;
+}
+
+static PluginField const* findField(PluginFieldCollection const* fc, char const* name) {
+  for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+    if (std::strcmp(fc->fields[i].name, name) == 0) return &fc->fields[i];
+  return nullptr;
+}
+
+using GetCreatorsFn = IPluginCreatorInterface* const* (*)(int32_t&);
+using SetLoggerFinderFn = void (*)(ILoggerFinder*);
+
+// ---- GPU check of enqueue against hla::forward_cpu ----------------------------------------------
+static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* build, hla::Variant variant,
+                                bool normalize, std::vector<float> const& decay) {
+  int const B = 2, T = 5, H = 2, d = 8, dv = 8;
+  int64_t const N = hla::state_size(variant, d, dv, normalize, 0.0f);
+  size_t const nq = (size_t)B * T * H * d, nv = (size_t)B * T * H * dv, ns = (size_t)B * H * N;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g(0.f, 0.5f);
+  std::vector<float> q(nq), k(nq), v(nv), s(ns);
+  for (auto& x : q) x = g(rng);
+  for (auto& x : k) x = g(rng);
+  for (auto& x : v) x = g(rng);
+  for (auto& x : s) x = 0.1f * g(rng);
+  std::vector<float> o_ref(nv), s_ref(ns);
+  hla::Params p;
+  p.variant = variant;
+  p.B = B; p.T = T; p.H = H; p.d = d; p.dv = dv;
+  p.normalize = normalize;
+  p.decay = decay.data();
+  p.num_decay = (int32_t)decay.size();
+  hla::forward_cpu(p, hla::DType::kFloat32, q.data(), k.data(), v.data(), s.data(), o_ref.data(), s_ref.data(), 1);
+
+  PluginTensorDesc in[4] = {desc({B, T, H, d}, DataType::kFLOAT), desc({B, T, H, d}, DataType::kFLOAT),
+                            desc({B, T, H, dv}, DataType::kFLOAT), desc({B, H, N}, DataType::kFLOAT)};
+  PluginTensorDesc out[2] = {desc({B, T, H, dv}, DataType::kFLOAT), desc({B, H, N}, DataType::kFLOAT)};
+  DynamicPluginTensorDesc din[4] = {ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, DataType::kFLOAT),
+                                    ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, DataType::kFLOAT),
+                                    ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, DataType::kFLOAT),
+                                    ddesc({B, H, N}, {B, H, N}, {B, H, N}, DataType::kFLOAT)};
+  DynamicPluginTensorDesc dout[2] = {ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, DataType::kFLOAT),
+                                     ddesc({B, H, N}, {B, H, N}, {B, H, N}, DataType::kFLOAT)};
+  CHECK(build->configurePlugin(din, 4, dout, 2) == 0);
+  CHECK(rt->onShapeChange(in, 4, out, 2) == 0);
+  size_t ws = build->getWorkspaceSize(din, 4, dout, 2);
+
+  auto dmalloc = [](size_t bytes) {
+    void* ptr = nullptr;
+    CHECK(cudaMalloc(&ptr, bytes) == cudaSuccess);
+    return ptr;
+  };
+  void* dq = dmalloc(nq * 4);
+  void* dk = dmalloc(nq * 4);
+  void* dvv = dmalloc(nv * 4);
+  void* ds = dmalloc(ns * 4);
+  void* dout_o = dmalloc(nv * 4);
+  void* dout_s = dmalloc(ns * 4);
+  void* dws = ws > 0 ? dmalloc(ws) : nullptr;
+  cudaMemcpy(dq, q.data(), nq * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dk, k.data(), nq * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dvv, v.data(), nv * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(ds, s.data(), ns * 4, cudaMemcpyHostToDevice);
+  cudaStream_t stream;
+  cudaStreamCreate(&stream);
+  void const* inputs[4] = {dq, dk, dvv, ds};
+  void* outputs[2] = {dout_o, dout_s};
+  CHECK(rt->enqueue(in, out, inputs, outputs, dws, stream) == 0);
+  CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+  std::vector<float> o_gpu(nv), s_gpu(ns);
+  cudaMemcpy(o_gpu.data(), dout_o, nv * 4, cudaMemcpyDeviceToHost);
+  cudaMemcpy(s_gpu.data(), dout_s, ns * 4, cudaMemcpyDeviceToHost);
+  double err_o = 0, err_s = 0, mag_o = 0, mag_s = 0;
+  for (size_t i = 0; i < nv; ++i) {
+    err_o = std::fmax(err_o, std::fabs(o_gpu[i] - o_ref[i]));
+    mag_o = std::fmax(mag_o, std::fabs(o_ref[i]));
+  }
+  for (size_t i = 0; i < ns; ++i) {
+    err_s = std::fmax(err_s, std::fabs(s_gpu[i] - s_ref[i]));
+    mag_s = std::fmax(mag_s, std::fabs(s_ref[i]));
+  }
+  std::printf("enqueue vs forward_cpu (%s, normalize=%d): max|do| = %.3g (max|o| %.3g), max|dstate| = %.3g "
+              "(max|state| %.3g)\n",
+              hla::variant_name(variant), normalize ? 1 : 0, err_o, mag_o, err_s, mag_s);
+  CHECK(mag_o > 0 && err_o <= 1e-4 * (1 + mag_o));
+  CHECK(mag_s > 0 && err_s <= 1e-4 * (1 + mag_s));
+  cudaFree(dq); cudaFree(dk); cudaFree(dvv); cudaFree(ds); cudaFree(dout_o); cudaFree(dout_s);
+  if (dws) cudaFree(dws);
+  cudaStreamDestroy(stream);
+}
+
+int main(int argc, char** argv) {
+  char const* path = argc > 1 ? argv[1] : HLA_TRT_PLUGIN_PATH;
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    std::printf("FAIL: dlopen(%s): %s\n", path, dlerror());
+    return 1;
+  }
+  auto getCreators = reinterpret_cast<GetCreatorsFn>(dlsym(lib, "getCreators"));
+  auto setLoggerFinder = reinterpret_cast<SetLoggerFinderFn>(dlsym(lib, "setLoggerFinder"));
+  CHECK(getCreators != nullptr);
+  CHECK(setLoggerFinder != nullptr);
+  CHECK(dlsym(lib, "_ZN3hla10state_sizeENS_7VariantEiibf") == nullptr);  // internals stay hidden
+  if (getCreators == nullptr || setLoggerFinder == nullptr) return 1;
+
+  CaptureLogger logger;
+  Finder finder(&logger);
+  setLoggerFinder(&finder);
+
+  // ---- creator ----
+  int32_t nb = -1;
+  IPluginCreatorInterface* const* creators = getCreators(nb);
+  CHECK(nb == 1 && creators != nullptr && creators[0] != nullptr);
+  CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
+  auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
+  CHECK(std::strcmp(creator->getPluginName(), "HLARecurrentStep") == 0);
+  CHECK(std::strcmp(creator->getPluginVersion(), "1") == 0);
+  CHECK(std::strcmp(creator->getPluginNamespace(), "") == 0);
+  PluginFieldCollection const* names = creator->getFieldNames();
+  CHECK(names != nullptr && names->nbFields == 5);
+  CHECK(findField(names, "variant") && findField(names, "variant")->type == PluginFieldType::kCHAR);
+  CHECK(findField(names, "decay") && findField(names, "decay")->type == PluginFieldType::kFLOAT32);
+  CHECK(findField(names, "normalize") && findField(names, "normalize")->type == PluginFieldType::kINT32);
+  CHECK(findField(names, "eps") && findField(names, "eps")->type == PluginFieldType::kFLOAT32);
+  CHECK(findField(names, "ridge") && findField(names, "ridge")->type == PluginFieldType::kFLOAT32);
+
+  // Bad attributes: nullptr and an error naming the attribute and the node.
+  Fields bad("hla9", {1.0f}, 0, 1e-6f, 0.f);
+  CHECK(creator->createPlugin("bad_node", &bad.fc, TensorRTPhase::kBUILD) == nullptr);
+  CHECK(logger.saw("'variant'") && logger.saw("hla9") && logger.saw("bad_node"));
+  Fields bad_ridge("hla3", {1.0f}, 0, 1e-6f, 0.5f);
+  CHECK(creator->createPlugin("n", &bad_ridge.fc, TensorRTPhase::kBUILD) == nullptr);
+  CHECK(logger.saw("'ridge'"));
+
+  // Defaults (no fields).
+  PluginFieldCollection empty{};
+  IPluginV3* dflt = creator->createPlugin("defaults", &empty, TensorRTPhase::kBUILD);
+  CHECK(dflt != nullptr);
+  if (dflt) {
+    auto* rt = static_cast<IPluginV3OneRuntime*>(dflt->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    PluginFieldCollection const* ser = rt->getFieldsToSerialize();
+    CHECK(ser && std::strcmp(static_cast<char const*>(findField(ser, "variant")->data), "hla2") == 0);
+    CHECK(ser && *static_cast<float const*>(findField(ser, "decay")->data) == 1.0f);
+    CHECK(ser && *static_cast<float const*>(findField(ser, "eps")->data) == 1e-6f);
+    delete dflt;
+  }
+
+  // ---- a plugin as the ONNX parser creates it: ahla, normalize, per-head decay (H = 4) ----
+  Fields good("ahla", {0.9f, 0.8f, 0.7f, 0.95f}, 1, 1e-5f, 0.f);
+  IPluginV3* plugin = creator->createPlugin("layer0", &good.fc, TensorRTPhase::kBUILD);
+  CHECK(plugin != nullptr);
+  if (plugin == nullptr) return 1;
+  auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+  auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+  auto* rt = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+  CHECK(core && build && rt);
+  CHECK(std::strcmp(core->getInterfaceInfo().kind, "PLUGIN_V3ONE_CORE") == 0);
+  CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
+  CHECK(std::strcmp(rt->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
+  CHECK(std::strcmp(core->getPluginName(), "HLARecurrentStep") == 0);
+  CHECK(std::strcmp(core->getPluginVersion(), "1") == 0);
+  CHECK(std::strcmp(core->getPluginNamespace(), "") == 0);
+  CHECK(build->getNbOutputs() == 2);
+  CHECK(build->getTimingCacheID() != nullptr &&
+        std::string(build->getTimingCacheID()).find("variant=ahla") != std::string::npos);
+
+  // N for ahla, normalize, d = 8, dv = 16: 2*d*dv + 2*d = 272 (docs/OP_CONTRACT.md).
+  int64_t const H = 4, d = 8, dv = 16, N = 272;
+
+  // Data types.
+  DataType outTypes[2];
+  DataType inHalf[4] = {DataType::kHALF, DataType::kHALF, DataType::kHALF, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, inHalf, 4) == 0);
+  CHECK(outTypes[0] == DataType::kHALF && outTypes[1] == DataType::kFLOAT);
+  DataType inFloat[4] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, inFloat, 4) == 0);
+  CHECK(outTypes[0] == DataType::kFLOAT && outTypes[1] == DataType::kFLOAT);
+  DataType halfState[4] = {DataType::kHALF, DataType::kHALF, DataType::kHALF, DataType::kHALF};
+  CHECK(build->getOutputDataTypes(outTypes, 2, halfState, 4) != 0);
+  CHECK(logger.saw("'state' is float16, expected float32"));
+  DataType mixed[4] = {DataType::kHALF, DataType::kFLOAT, DataType::kHALF, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, mixed, 4) != 0);
+  CHECK(logger.saw("'k' is float32, expected the same type as q"));
+  DataType ints[4] = {DataType::kINT32, DataType::kINT32, DataType::kINT32, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, ints, 4) != 0);
+  CHECK(build->getOutputDataTypes(outTypes, 1, inFloat, 4) != 0);
+
+  // Formats: linear only; q float32|float16; k, v, o = q's type; state, state_out float32.
+  {
+    DynamicPluginTensorDesc io[6] = {};
+    auto set = [&](int i, DataType t, TensorFormat f = TensorFormat::kLINEAR) {
+      io[i].desc.type = t;
+      io[i].desc.format = f;
+    };
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+      set(0, t);
+      CHECK(build->supportsFormatCombination(0, io, 4, 2));
+      for (int pos : {1, 2, 4}) {
+        set(pos, t);
+        CHECK(build->supportsFormatCombination(pos, io, 4, 2));
+        set(pos, t == DataType::kFLOAT ? DataType::kHALF : DataType::kFLOAT);
+        CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+      }
+      for (int pos : {3, 5}) {
+        set(pos, DataType::kFLOAT);
+        CHECK(build->supportsFormatCombination(pos, io, 4, 2));
+        set(pos, DataType::kHALF);
+        CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+      }
+    }
+    for (DataType t : {DataType::kINT32, DataType::kINT8, DataType::kBF16, DataType::kINT64}) {
+      set(0, t);
+      CHECK(!build->supportsFormatCombination(0, io, 4, 2));
+    }
+    set(0, DataType::kFLOAT, TensorFormat::kCHW32);
+    CHECK(!build->supportsFormatCombination(0, io, 4, 2));
+    set(0, DataType::kFLOAT);
+    CHECK(!build->supportsFormatCombination(6, io, 4, 2));
+    CHECK(!build->supportsFormatCombination(0, io, 3, 2));
+  }
+
+  // Output shapes with dynamic B and T (non-constant expressions) and static H, d, dv, N.
+  {
+    MockExprBuilder eb;
+    MockDim Bq(false, 0), Tq(false, 0), Bk(false, 0), Tk(false, 0), Bv(false, 0), Tv(false, 0), Bs(false, 0);
+    MockDim h1(true, H), h2(true, H), h3(true, H), h4(true, H), d1(true, d), d2(true, d), dv1(true, dv),
+        n1(true, N), nbad(true, N - 1);
+    DimsExprs in[4] = {};
+    in[0].nbDims = 4; in[0].d[0] = &Bq; in[0].d[1] = &Tq; in[0].d[2] = &h1; in[0].d[3] = &d1;
+    in[1].nbDims = 4; in[1].d[0] = &Bk; in[1].d[1] = &Tk; in[1].d[2] = &h2; in[1].d[3] = &d2;
+    in[2].nbDims = 4; in[2].d[0] = &Bv; in[2].d[1] = &Tv; in[2].d[2] = &h3; in[2].d[3] = &dv1;
+    in[3].nbDims = 3; in[3].d[0] = &Bs; in[3].d[1] = &h4; in[3].d[2] = &n1;
+    DimsExprs out[2] = {};
+    CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 2, eb) == 0);
+    CHECK(out[0].nbDims == 4 && out[0].d[0] == &Bq && out[0].d[1] == &Tq && out[0].d[2] == &h1 &&
+          out[0].d[3] == &dv1);
+    CHECK(out[1].nbDims == 3 && out[1].d[0] == &Bs && out[1].d[1] == &h4 && out[1].d[2] == &n1);
+    in[3].d[2] = &nbad;
+    CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 2, eb) != 0);
+    CHECK(logger.saw("expected N = 272"));
+    in[3].d[2] = &n1;
+    in[3].nbDims = 2;
+    CHECK(build->getOutputShapes(in, 4, nullptr, 0, out, 2, eb) != 0);
+    CHECK(logger.saw("'state' must have rank 3"));
+  }
+
+  // configurePlugin: build-time dims with -1 for B, T; profile min/max.
+  DynamicPluginTensorDesc din[4] = {
+      ddesc({-1, -1, H, d}, {1, 1, H, d}, {4, 64, H, d}, DataType::kHALF),
+      ddesc({-1, -1, H, d}, {1, 1, H, d}, {4, 64, H, d}, DataType::kHALF),
+      ddesc({-1, -1, H, dv}, {1, 1, H, dv}, {4, 64, H, dv}, DataType::kHALF),
+      ddesc({-1, H, N}, {1, H, N}, {4, H, N}, DataType::kFLOAT)};
+  DynamicPluginTensorDesc dout[2] = {ddesc({-1, -1, H, dv}, {1, 1, H, dv}, {4, 64, H, dv}, DataType::kHALF),
+                                     ddesc({-1, H, N}, {1, H, N}, {4, H, N}, DataType::kFLOAT)};
+  CHECK(build->configurePlugin(din, 4, dout, 2) == 0);
+  {
+    DynamicPluginTensorDesc wrong[4] = {din[0], din[1], din[2], ddesc({-1, H, N + 4}, {1, H, N + 4}, {4, H, N + 4},
+                                                                      DataType::kFLOAT)};
+    CHECK(build->configurePlugin(wrong, 4, dout, 2) != 0);
+    DynamicPluginTensorDesc dynH[4] = {ddesc({-1, -1, -1, d}, {1, 1, 1, d}, {4, 64, 8, d}, DataType::kHALF),
+                                       ddesc({-1, -1, -1, d}, {1, 1, 1, d}, {4, 64, 8, d}, DataType::kHALF),
+                                       ddesc({-1, -1, -1, dv}, {1, 1, 1, dv}, {4, 64, 8, dv}, DataType::kHALF),
+                                       ddesc({-1, -1, N}, {1, 1, N}, {4, 8, N}, DataType::kFLOAT)};
+    CHECK(build->configurePlugin(dynH, 4, dout, 2) != 0);
+    CHECK(logger.saw("must be static"));
+    // A dimension that is -1 in desc.dims but has min == max is known.
+    DynamicPluginTensorDesc minmax[4] = {ddesc({-1, -1, -1, d}, {1, 1, H, d}, {4, 64, H, d}, DataType::kHALF),
+                                         din[1], din[2], din[3]};
+    CHECK(build->configurePlugin(minmax, 4, dout, 2) == 0);
+  }
+
+  // Workspace: hla::cuda_workspace_size for the profile's largest shapes.
+  {
+    hla::Params p;
+    p.variant = hla::Variant::kAHLA;
+    p.B = 4; p.T = 64; p.H = (int32_t)H; p.d = (int32_t)d; p.dv = (int32_t)dv;
+    p.normalize = true;
+    p.eps = 1e-5f;
+    p.decay = good.decay.data();
+    p.num_decay = 4;
+    CHECK(build->getWorkspaceSize(din, 4, dout, 2) == hla::cuda_workspace_size(p, hla::DType::kFloat16));
+  }
+
+  // onShapeChange with concrete shapes.
+  {
+    PluginTensorDesc in[4] = {desc({2, 7, H, d}, DataType::kHALF), desc({2, 7, H, d}, DataType::kHALF),
+                              desc({2, 7, H, dv}, DataType::kHALF), desc({2, H, N}, DataType::kFLOAT)};
+    PluginTensorDesc out[2] = {desc({2, 7, H, dv}, DataType::kHALF), desc({2, H, N}, DataType::kFLOAT)};
+    CHECK(rt->onShapeChange(in, 4, out, 2) == 0);
+    in[1].dims.d[1] = 6;  // k's T differs
+    CHECK(rt->onShapeChange(in, 4, out, 2) != 0);
+    CHECK(logger.saw("T of input 'k'"));
+    // enqueue rejects bad shapes before touching the GPU.
+    PluginTensorDesc badq[4] = {desc({2, 7, 32}, DataType::kHALF), in[1], in[2], in[3]};
+    void const* inputs[4] = {nullptr, nullptr, nullptr, nullptr};
+    void* outputs[2] = {nullptr, nullptr};
+    CHECK(rt->enqueue(badq, out, inputs, outputs, nullptr, nullptr) != 0);
+  }
+
+  // Serialization round trip (build -> plan -> runtime) and clones.
+  {
+    PluginFieldCollection const* ser = rt->getFieldsToSerialize();
+    CHECK(ser != nullptr && ser->nbFields == 5);
+    PluginField const* fv = findField(ser, "variant");
+    CHECK(fv && fv->type == PluginFieldType::kCHAR && std::strcmp((char const*)fv->data, "ahla") == 0);
+    PluginField const* fd = findField(ser, "decay");
+    CHECK(fd && fd->type == PluginFieldType::kFLOAT32 && fd->length == 4 && ((float const*)fd->data)[3] == 0.95f);
+    PluginField const* fn = findField(ser, "normalize");
+    CHECK(fn && fn->type == PluginFieldType::kINT32 && *(int32_t const*)fn->data == 1);
+    IPluginV3* restored = creator->createPlugin("layer0", ser, TensorRTPhase::kRUNTIME);
+    CHECK(restored != nullptr);
+    if (restored) {
+      auto* rrt = static_cast<IPluginV3OneRuntime*>(restored->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+      CHECK(sameFields(rt->getFieldsToSerialize(), rrt->getFieldsToSerialize()));
+      delete restored;
+    }
+    IPluginV3* cl = plugin->clone();
+    IPluginV3* attached = rt->attachToContext(nullptr);
+    CHECK(cl != nullptr && attached != nullptr);
+    if (cl && attached) {
+      auto* crt = static_cast<IPluginV3OneRuntime*>(cl->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+      auto* art = static_cast<IPluginV3OneRuntime*>(attached->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+      CHECK(sameFields(rt->getFieldsToSerialize(), crt->getFieldsToSerialize()));
+      CHECK(sameFields(rt->getFieldsToSerialize(), art->getFieldsToSerialize()));
+    }
+    delete cl;
+    delete attached;
+  }
+  delete plugin;
+
+  // ---- enqueue on a GPU, when there is one ----
+  int nDev = 0;
+  if (cudaGetDeviceCount(&nDev) == cudaSuccess && nDev > 0) {
+    struct GpuCase {
+      char const* variant;
+      hla::Variant v;
+      int32_t normalize;
+      std::vector<float> decay;
+    } const cases[] = {{"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}},
+                       {"ahla", hla::Variant::kAHLA, 1, {0.95f}},
+                       {"hla3", hla::Variant::kHLA3, 0, {1.0f}}};
+    for (auto const& c : cases) {
+      Fields f(c.variant, c.decay, c.normalize, 1e-6f, 0.f);
+      IPluginV3* gp = creator->createPlugin("gpu", &f.fc, TensorRTPhase::kRUNTIME);
+      CHECK(gp != nullptr);
+      if (!gp) continue;
+      test_enqueue_on_gpu(static_cast<IPluginV3OneRuntime*>(gp->getCapabilityInterface(PluginCapabilityType::kRUNTIME)),
+                          static_cast<IPluginV3OneBuild*>(gp->getCapabilityInterface(PluginCapabilityType::kBUILD)),
+                          c.v, c.normalize != 0, c.decay);
+      delete gp;
+    }
+  } else {
+    std::printf("SKIP enqueue: no CUDA device\n");
+  }
+
+  setLoggerFinder(nullptr);
+  std::printf("hla_trt_plugin_test: %d checks, %d failures\n", gChecks, gFailures);
+  return gFailures == 0 ? 0 : 1;
+}
