@@ -178,9 +178,8 @@ def test_half_inputs_state_stays_float32(variant, decay, normalize, dtype, backe
     rounded inputs is float32-accurate (< 2e-6), i.e. nothing is accumulated in half precision."""
     q, k, v = _inputs(*REAL_SHAPE.values(), normalize, seed=11, l2norm=True)
     ql, kl, vl = q.to(dtype), k.to(dtype), v.to(dtype)
-    s0 = None
     o, s = hla_attention(ql, kl, vl, variant=variant, decay=decay, normalize=normalize, backend=backend,
-                         initial_state=s0, output_final_state=True)
+                         output_final_state=True)
     assert o.dtype == dtype and s.dtype == torch.float32
     o_ref, s_ref = ref_hla(q, k, v, variant, decay, normalize, 1e-6, 0.0)
     o_rnd, s_rnd = ref_hla(ql, kl, vl, variant, decay, normalize, 1e-6, 0.0)

@@ -56,13 +56,15 @@ def _decay_factors(gamma: torch.Tensor, C: int):
     return D.to(dt), pre.to(dt), post.to(dt), rho.to(dt)
 
 
-def _scan(x0: torch.Tensor, decay: Optional[torch.Tensor], incs) -> Tuple[torch.Tensor, torch.Tensor]:
-    """States at chunk starts: x_{c+1} = decay * x_c + incs(c, x_c). Returns ([B, H, n, ...], x_n)."""
+def _scan(x0: torch.Tensor, decay: torch.Tensor, incs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """States at chunk starts: x_{c+1} = decay * x_c + incs[:, :, c].
+
+    x0 [B, H, ...], incs [B, H, n, ...] -> (starts [B, H, n, ...], x_n [B, H, ...]).
+    """
     starts, x = [], x0
-    for c in range(len(incs) if isinstance(incs, (list, tuple)) else incs.shape[2]):
+    for c in range(incs.shape[2]):
         starts.append(x)
-        inc = incs[c] if isinstance(incs, (list, tuple)) else incs[:, :, c]
-        x = (x if decay is None else decay * x) + inc
+        x = decay * x + incs[:, :, c]
     return torch.stack(starts, dim=2), x
 
 
