@@ -344,3 +344,33 @@ def _prompt_file(tmp_path):
     p = tmp_path / "prompts1.txt"
     p.write_text(PROMPTS[0].replace("\n", "\\n") + "\n")
     return p
+
+
+@pytest.mark.parametrize("variant,normalize,ridge,decay", [
+    ("ahla", True, 0.0, [0.95, 0.8]),
+    ("hla3", True, 0.0, 1.0),
+    ("hla2", True, 0.5, 0.9),
+])
+def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, tmp_path, ort_ready):
+    """Every variant's state layout survives export + hand-off in both ONNX backends."""
+    torch.manual_seed(3)
+    cfg = HLAConfig(d_model=16, n_layers=2, n_heads=2, head_dim=4, value_dim=8, mlp_hidden=32,
+                    variant=variant, decay=decay, normalize=normalize, ridge=ridge)
+    ckpt_dir = HLALanguageModel(cfg).save(tmp_path / f"ckpt_{variant}")
+    rep = run_parity(ckpt_dir, backends=["torch", "ort-cpu", "onnx-standard"], prompts=PROMPTS[:1],
+                     decode_steps=4)
+    for b in rep["backends"]:
+        assert b["status"] == "pass", (b["name"], b["reason"], b["violations"])
+        assert b["metrics"]["state_rel_err"] < 1e-5
+    assert rep["summary"]["ok"]
+
+
+def test_fp16_exports_within_fp16_tolerance_and_outside_fp32(ckpt, ort_ready, tmp_path):
+    """--dtype fp16 exports fp16 graphs: within the fp16 tolerances, and (being really fp16)
+    outside the fp32 ones."""
+    rep = run_parity(ckpt, backends=["ort-cpu", "onnx-standard"], prompts=PROMPTS[:1],
+                     decode_steps=DECODE, dtype="fp16")
+    assert rep["summary"]["passed"] == ["ort-cpu", "onnx-standard"], rep["backends"]
+    for b in rep["backends"]:
+        assert b["artifact"].endswith("_fp16.onnx")
+        assert tolerances.check(b["metrics"], tolerances.default_tolerances("fp32")), b["metrics"]
