@@ -114,7 +114,17 @@ OrtStatusPtr ReadAttributes(const OrtApi& api, const OrtKernelInfo* info, OpAttr
   {
     size_t n = 0;
     OrtStatusPtr s = api.KernelInfoGetAttributeArray_float(info, "decay", nullptr, &n);
-    if (s == nullptr) {
+    if (s == nullptr && n == 0) {
+      // ORT reports a FLOAT (scalar) attribute as an empty FLOATS list: read it as a scalar.
+      float one = 0.0f;
+      OrtStatusPtr s1 = api.KernelInfoGetAttribute_float(info, "decay", &one);
+      if (s1 == nullptr) {
+        a.decay.assign(1, one);
+      } else {
+        api.ReleaseStatus(s1);
+        a.decay.clear();
+      }
+    } else if (s == nullptr) {
       a.decay.assign(n, 0.0f);
       if (n > 0) {
         s = api.KernelInfoGetAttributeArray_float(info, "decay", a.decay.data(), &n);
