@@ -5,12 +5,13 @@ HLALanguageModel for whole graphs. Everything runs in stock onnxruntime (no cust
 
 Tolerances (max |a - b| / max |b| unless said otherwise; measured values in brackets, on this CPU):
 - numpy one-chunk form vs float64 serial reference: 1e-10                       [~4e-15]
-- standard HLA graph (float32, ORT) vs float64 reference, state fed back: 2e-5  [<= 4.4e-6]
-- float32 standard model export vs float32 torch model, prefill + 20 decode steps: 1e-4 [<= 8e-6]
-- T = 2048 prefill, float32 graph vs float64 torch model: logits 2e-5, state 1e-5 [<= 2.1e-6, 6.3e-7];
-  prefill of 1000 then 1048 tokens vs one 2048 prefill: 1e-5                    [<= 1.1e-6]
+- standard HLA graph (float32, ORT) vs float64 reference, state fed back: 2e-5  [<= 2.3e-7]
+- float32 standard model export vs float32 torch model, prefill + 20 decode steps: 1e-4 [<= 3.0e-6]
+- T = 2048 prefill, float32 graph vs float64 torch model: logits 2e-5 (relative RMS 2e-6), state 1e-5
+  [<= 1.3e-6 (3.1e-7), 8.4e-7]; prefill of 1000 then 1048 tokens vs one 2048 prefill: 1e-5 [<= 1.9e-6]
 - fp16 export vs float32 torch model: logits relative RMS 3e-2 per call, state 1e-2
-                                                       [<= 1.3e-2 and 3.6e-3 over 3 seeds x 4 configs]
+  [<= 1.46e-2 and 4.7e-3 for the MODEL_CONFIGS below; the custom op in ORT shows the same error,
+  so it is the fp16 matmuls of the model, not the HLA lowering, that dominate]
 """
 import numpy as np
 import onnx
