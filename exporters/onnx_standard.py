@@ -205,8 +205,13 @@ def standard_hla_emitter(config):
     attrs = hla_node_attributes(config)
 
     def emit(gb, q, k, v, state, layer, act_type):
-        return emit_hla_standard(gb, q, k, v, state, H=config.n_heads, d=config.head_dim,
-                                 dv=config.value_dim, act_type=act_type, **attrs)
+        saved = gb.prefix
+        gb.prefix = f"{saved}blocks.{layer}.attn."   # readable node names
+        try:
+            return emit_hla_standard(gb, q, k, v, state, H=config.n_heads, d=config.head_dim,
+                                     dv=config.value_dim, act_type=act_type, **attrs)
+        finally:
+            gb.prefix = saved
     return emit
 
 
@@ -238,7 +243,7 @@ def lower_custom_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     new_nodes, extra_inits = [], []
-    for node in model.graph.node:
+    for idx, node in enumerate(model.graph.node):
         if not (node.op_type == OP_TYPE and node.domain == OP_DOMAIN):
             new_nodes.append(node)
             continue
@@ -246,7 +251,7 @@ def lower_custom_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
         variant = attrs.get("variant", b"hla2")
         act, qd = static_dims(node.input[0])
         _, vd = static_dims(node.input[2])
-        gb = GraphBuilder(prefix=f"{node.name}/")
+        gb = GraphBuilder(prefix=f"{node.name or 'HLARecurrentStep'}#{idx}/")   # names unique in the graph
         o, st = emit_hla_standard(
             gb, *node.input, variant=variant.decode() if isinstance(variant, bytes) else variant,
             decay=list(attrs.get("decay", [1.0])), normalize=int(attrs.get("normalize", 0)),
