@@ -49,7 +49,7 @@ def model_path(tmp_path_factory):
 
 
 def _run(exe, *args, timeout=120):
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, errors="replace", timeout=timeout)
 
 
 @pytest.mark.parametrize("prompt", ["def ", "import numpy as np\nx = np.zeros((3,"])
