@@ -1,0 +1,276 @@
+"""Run a TensorRT engine built from an hla-deploy export (exporters/tensorrt_engine.py).
+
+    sess = TrtHLASession("model.plan")                       # loads libhla_trt_plugin.so
+    logits, state_out = sess.run(input_ids, state)          # stateless, numpy in/out
+    sess.reset(batch_size=1)                                # zero state on the device
+    logits = sess.prefill(input_ids)                        # [B, T] -> [B, T, V]
+    logits = sess.step(token_ids)                           # [B]    -> [B, V]
+    ids = sess.generate(prompt_ids, max_new_tokens=32)      # new token ids (batch 1)
+
+The same interface as OrtHLASession. Engine I/O: input_ids [B, T] int64 (or int32), state
+[L, B, H, N] float32 -> logits [B, T, V] float32, state_out [L, B, H, N] float32.
+
+Device buffers are torch CUDA tensors handed to TensorRT by address (set_tensor_address) and run
+with execute_async_v3 on a torch CUDA stream. prefill/step keep the state ON THE DEVICE: two
+state tensors take turns as `state` (input) and `state_out` (output) — TensorRT does not allow an
+output to alias an input, so the state cannot be updated in place. Inputs longer than the
+engine's profile (max T) are fed in chunks, carrying the state (exact for a recurrence).
+
+Needs TensorRT's Python package, torch with CUDA and a GPU; each missing piece raises a clear
+error naming it. Sampling is hla_deploy.runtime.sampling (shared with OrtHLASession).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .sampling import check_sampling_args, make_rng, sample_next
+
+_INPUTS = ("input_ids", "state")
+_OUTPUTS = ("logits", "state_out")
+
+
+class TensorRTUnavailableError(RuntimeError):
+    """TensorRT (or a CUDA-enabled torch) is not available for TrtHLASession."""
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise TensorRTUnavailableError(
+            f"TrtHLASession needs TensorRT's Python package (`import tensorrt` failed: {e}); install "
+            f"TensorRT >= 10.3 (JetPack 6.1+ ships it; on x86 `pip install tensorrt`), or use "
+            f"OrtHLASession") from e
+    return trt
+
+
+def _import_torch_cuda():
+    try:
+        import torch
+    except ImportError as e:
+        raise TensorRTUnavailableError(f"TrtHLASession uses torch CUDA tensors as buffers: {e}") from e
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailableError(
+            f"TrtHLASession needs a CUDA GPU and torch built with CUDA (torch {torch.__version__}: "
+            f"torch.cuda.is_available() is False)")
+    return torch
+
+
+class TrtHLASession:
+    """TensorRT session over an hla-deploy engine (see module docstring)."""
+
+    def __init__(self, plan_path: Union[str, Path], plugin_path: Optional[Union[str, Path]] = None, *,
+                 device_id: int = 0):
+        self.path = Path(plan_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"TensorRT engine not found: {self.path} (build one with "
+                                    f"`hla-deploy build-engine MODEL.onnx -o {self.path.name}`)")
+        trt = _import_tensorrt()
+        torch = _import_torch_cuda()
+        self._trt, self._torch = trt, torch
+        self.device = torch.device("cuda", int(device_id))
+
+        if plugin_path is None:
+            from hla_deploy.plugins import trt_plugin_path
+            plugin_path = trt_plugin_path(build=True)
+        self.plugin_path = Path(plugin_path)
+        if not self.plugin_path.is_file():
+            raise FileNotFoundError(f"TensorRT plugin library not found: {self.plugin_path}")
+
+        from exporters.tensorrt_engine import load_plugin_library
+
+        with torch.cuda.device(self.device):
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self._plugin_handle = load_plugin_library(self._runtime.get_plugin_registry(), self.plugin_path)
+            engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if engine is None:
+                raise RuntimeError(f"TensorRT could not deserialize {self.path} (built with another TensorRT "
+                                   f"version or for another GPU? rebuild it on this machine)")
+            self._engine = engine
+            self._context = engine.create_execution_context()
+            if self._context is None:
+                raise RuntimeError(f"TensorRT could not create an execution context for {self.path}")
+            self._stream = torch.cuda.Stream(device=self.device)
+        self._describe()
+        self._states: Optional[list] = None
+        self._cur = 0
+        self.batch_size: Optional[int] = None
+
+    # ---- engine description ------------------------------------------------------------------------
+
+    def _describe(self) -> None:
+        trt, torch, eng = self._trt, self._torch, self._engine
+        names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
+        ins = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if set(ins) != set(_INPUTS) or set(outs) != set(_OUTPUTS):
+            raise ValueError(f"{self.path}: expected inputs {_INPUTS} and outputs {_OUTPUTS} (an hla-deploy "
+                             f"engine), got inputs {tuple(ins)} and outputs {tuple(outs)}")
+        dtypes = {trt.DataType.INT64: torch.int64, trt.DataType.INT32: torch.int32,
+                  trt.DataType.FLOAT: torch.float32}
+        ids_t = eng.get_tensor_dtype("input_ids")
+        if ids_t not in (trt.DataType.INT64, trt.DataType.INT32):
+            raise ValueError(f"{self.path}: input_ids is {ids_t}, expected int64 or int32")
+        self._ids_dtype = dtypes[ids_t]
+        for name in ("state", "state_out", "logits"):
+            if eng.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                raise ValueError(f"{self.path}: {name} is {eng.get_tensor_dtype(name)}, expected float32")
+        s = tuple(eng.get_tensor_shape("state"))        # (L, -1, H, N)
+        lg = tuple(eng.get_tensor_shape("logits"))      # (-1, -1, V)
+        if len(s) != 4 or min(s[0], s[2], s[3]) < 1 or len(lg) != 3 or lg[2] < 1:
+            raise ValueError(f"{self.path}: state {s} / logits {lg} are not [L, B, H, N] / [B, T, V] "
+                             f"with static L, H, N, V")
+        self.n_layers, self.n_heads, self.state_size, self.vocab_size = int(s[0]), int(s[2]), int(s[3]), int(lg[2])
+        mn, _, mx = (tuple(x) for x in eng.get_tensor_profile_shape("input_ids", 0))
+        if mn[0] > 1 or mn[1] > 1:
+            raise ValueError(f"{self.path}: the profile's smallest input_ids is {mn}; it must allow [1, 1]")
+        self.max_batch, self.max_seq = int(mx[0]), int(mx[1])
+
+    def state_shape(self, batch_size: int) -> Tuple[int, int, int, int]:
+        """[L, B, H, N]."""
+        return (self.n_layers, int(batch_size), self.n_heads, self.state_size)
+
+    # ---- input checks ------------------------------------------------------------------------------
+
+    def _check_ids(self, input_ids, name: str = "input_ids", rank: int = 2) -> np.ndarray:
+        ids = np.asarray(input_ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.ndim != rank:
+            want = "[B, T]" if rank == 2 else "[B]"
+            raise ValueError(f"{name} must have rank {rank} {want}, got shape {ids.shape}")
+        if ids.size == 0:
+            raise ValueError(f"{name} is empty (shape {ids.shape}); need B >= 1 and T >= 1")
+        if ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(f"{name} has ids outside [0, {self.vocab_size}): min {ids.min()}, max {ids.max()}")
+        if ids.shape[0] > self.max_batch:
+            raise ValueError(f"{name} has batch size {ids.shape[0]}, but the engine was built for at most "
+                             f"{self.max_batch} (rebuild with --max-batch)")
+        return np.ascontiguousarray(ids, dtype=np.int64)
+
+    def _check_state(self, state, batch_size: int) -> np.ndarray:
+        st = np.asarray(state)
+        want = self.state_shape(batch_size)
+        if st.dtype != np.float32:
+            raise TypeError(f"state must be float32 (the recurrent state is float32 always), got {st.dtype}")
+        if st.shape != want:
+            raise ValueError(f"state has shape {st.shape}, expected [L, B, H, N] = {list(want)}")
+        return np.ascontiguousarray(st)
+
+    # ---- execution ---------------------------------------------------------------------------------
+
+    def _execute(self, ids, state_in, state_out, logits) -> None:
+        """One engine call on the session stream: ids [B, T] (device), state_in -> state_out, logits."""
+        ctx = self._context
+        B, T = int(ids.shape[0]), int(ids.shape[1])
+        if not ctx.set_input_shape("input_ids", (B, T)) or not ctx.set_input_shape("state", self.state_shape(B)):
+            raise RuntimeError(f"TensorRT rejected input shapes input_ids {(B, T)}, state {self.state_shape(B)}")
+        for name, t in (("input_ids", ids), ("state", state_in), ("state_out", state_out), ("logits", logits)):
+            if not ctx.set_tensor_address(name, t.data_ptr()):
+                raise RuntimeError(f"TensorRT rejected the address of {name}")
+        if not ctx.execute_async_v3(self._stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+    def _forward(self, ids: np.ndarray, states: list, cur: int) -> Tuple[np.ndarray, int]:
+        """Runs ids [B, T] from states[cur] in chunks of max_seq; returns (logits [B, T, V], new cur)."""
+        torch = self._torch
+        B, T = ids.shape
+        out = np.empty((B, T, self.vocab_size), dtype=np.float32)
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            d_ids = torch.from_numpy(ids).to(self.device, self._ids_dtype, non_blocking=False)
+            for t0 in range(0, T, self.max_seq):
+                t1 = min(T, t0 + self.max_seq)
+                chunk = d_ids[:, t0:t1].contiguous()
+                logits = torch.empty((B, t1 - t0, self.vocab_size), dtype=torch.float32, device=self.device)
+                self._execute(chunk, states[cur], states[1 - cur], logits)
+                cur = 1 - cur  # state_out becomes the next chunk's state
+                out[:, t0:t1] = logits.cpu().numpy()  # synchronises with the stream
+        return out, cur
+
+    def _zeros(self, batch_size: int):
+        # Filled on the session stream, which every engine call uses (no cross-stream race).
+        torch = self._torch
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            return torch.zeros(self.state_shape(batch_size), dtype=torch.float32, device=self.device)
+
+    # ---- stateless ---------------------------------------------------------------------------------
+
+    def init_state(self, batch_size: int = 1) -> np.ndarray:
+        """Zero state [L, B, H, N] float32 (numpy, host)."""
+        return np.zeros(self.state_shape(batch_size), dtype=np.float32)
+
+    def run(self, input_ids, state=None) -> Tuple[np.ndarray, np.ndarray]:
+        """Stateless call: input_ids [B, T] int, state [L, B, H, N] float32 (None: zeros)
+        -> (logits [B, T, V] float32, state_out [L, B, H, N] float32)."""
+        ids = self._check_ids(input_ids)
+        B = ids.shape[0]
+        st = self.init_state(B) if state is None else self._check_state(state, B)
+        torch = self._torch
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            states = [torch.from_numpy(st).to(self.device), self._zeros(B)]
+        logits, cur = self._forward(ids, states, 0)
+        with torch.cuda.stream(self._stream):
+            return logits, states[cur].cpu().numpy()
+
+    # ---- stateful, state kept on the device ----------------------------------------------------------
+
+    def reset(self, batch_size: int = 1) -> None:
+        """Start fresh sequences: zero state for `batch_size` rows, allocated on the device."""
+        if int(batch_size) < 1 or int(batch_size) > self.max_batch:
+            raise ValueError(f"batch_size must be in [1, {self.max_batch}] (the engine's profile), got {batch_size}")
+        self._states = [self._zeros(batch_size), self._zeros(batch_size)]
+        self._cur = 0
+        self.batch_size = int(batch_size)
+
+    def get_state(self) -> np.ndarray:
+        """Copy of the current device state [L, B, H, N] to the host (for inspection/tests)."""
+        if self._states is None:
+            raise RuntimeError("no state yet: call reset(batch_size) or prefill() first")
+        with self._torch.cuda.stream(self._stream):
+            return self._states[self._cur].cpu().numpy().copy()
+
+    def _bound_call(self, ids: np.ndarray) -> np.ndarray:
+        if self._states is None:
+            self.reset(ids.shape[0])
+        elif ids.shape[0] != self.batch_size:
+            raise ValueError(f"input has batch size {ids.shape[0]} but the session state holds "
+                             f"{self.batch_size} rows; call reset({ids.shape[0]}) first")
+        logits, self._cur = self._forward(ids, self._states, self._cur)
+        return logits
+
+    def prefill(self, input_ids) -> np.ndarray:
+        """Run [B, T] tokens from the current state (fresh after reset); returns logits [B, T, V]."""
+        return self._bound_call(self._check_ids(input_ids))
+
+    def step(self, token_ids) -> np.ndarray:
+        """Run one token per row [B]; returns logits [B, V]."""
+        ids = self._check_ids(token_ids, name="token_ids", rank=1)
+        return self._bound_call(ids[:, None])[:, 0, :]
+
+    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+                 top_k: Optional[int] = None, seed: Optional[int] = None) -> List[int]:
+        """Batch-1 generation: one prefill of the prompt, then one step per new token.
+        Returns ONLY the new token ids (like hla_deploy.models.generate)."""
+        prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
+        if not prompt:
+            raise ValueError("generate: prompt_ids must hold at least one token")
+        if max_new_tokens < 0:
+            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_sampling_args(temperature, top_k)
+        rng = make_rng(seed)
+        out: List[int] = []
+        if max_new_tokens == 0:
+            return out
+        self.reset(1)
+        logits = self.prefill(np.asarray([prompt], dtype=np.int64))[:, -1, :]  # [1, V]
+        for i in range(max_new_tokens):
+            nxt = int(sample_next(logits[0], temperature, top_k, rng))
+            out.append(nxt)
+            if i + 1 == max_new_tokens:
+                break
+            logits = self.step(np.asarray([nxt], dtype=np.int64))
+        return out
