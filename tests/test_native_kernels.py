@@ -1,5 +1,7 @@
-"""plugins/common CPU kernels (hla::forward_cpu through the ctypes test library) against an
-independent float64 numpy loop written from docs/OP_CONTRACT.md ("the recurrent step").
+"""plugins/common CPU kernels (hla::forward_cpu through the ctypes test library) against two
+independent float64 references: tests/reference.py `ref_hla` (torch, the paper's (S, C, m, G, h)
+recurrence with the corrected decay) and a numpy loop of docs/OP_CONTRACT.md's compact step
+(`ref_recurrent` below, also used by tests/gpu/test_cuda_kernels.py).
 
 Builds plugins/common once per session with CMake into plugins/build-test/capi-cpu (CPU only).
 Measured relative RMS errors (o / state), worst over the cases below: float32 3e-7 / 4e-7;
@@ -215,6 +217,14 @@ def test_fp32_matches_float64_reference(capi, case, shape):
     assert o.dtype == np.float32 and o.shape == (B, T, H, dv)
     assert rel_rms(o, o_ref) < BOUNDS["float32"], rel_rms(o, o_ref)
     assert rel_rms(st_out, st_ref) < STATE_BOUND, rel_rms(st_out, st_ref)
+    # the independent torch float64 reference (tests/reference.py)
+    import torch
+    from reference import ref_hla
+    o_t, st_t = ref_hla(*(torch.from_numpy(x) for x in (q32, k32, v32)), variant,
+                        1.0 if decay is None else torch.from_numpy(decay.astype(np.float64)),
+                        normalize, 1e-6, ridge, initial_state=torch.from_numpy(st))
+    assert rel_rms(o, o_t.numpy()) < BOUNDS["float32"], rel_rms(o, o_t.numpy())
+    assert rel_rms(st_out, st_t.numpy()) < STATE_BOUND, rel_rms(st_out, st_t.numpy())
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])

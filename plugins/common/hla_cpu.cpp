@@ -27,10 +27,16 @@
 // On x86-64 Linux with GCC/Clang the per-range kernel is compiled three times (x86-64-v4 / v3 /
 // baseline) and picked at load time (target_clones), so the default build stays portable.
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <functional>
 #include <thread>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #include "hla_dtype.h"
 #include "hla_kernels.h"
@@ -275,6 +281,97 @@ HLA_MULTIVERSION void run_pairs(const Job& job, int64_t lo, int64_t hi) {
   }
 }
 
+// A small persistent worker pool: forward_cpu runs once per layer per decoded token, so spawning
+// threads per call (tens of microseconds each) would cost as much as the step itself.
+// One parallel region at a time; a concurrent caller (or a forked child) runs serially instead.
+class Pool {
+ public:
+  static Pool& instance() {
+    static Pool pool;
+    return pool;
+  }
+
+  // Runs f(0) .. f(parts - 1), on up to parts - 1 workers plus the calling thread.
+  void run(int64_t parts, const std::function<void(int64_t)>& f) {
+    std::unique_lock<std::mutex> region(region_mu_, std::try_to_lock);
+    if (!region.owns_lock() || !same_process()) {
+      for (int64_t i = 0; i < parts; ++i) f(i);
+      return;
+    }
+    try {
+      const uint64_t current = generation_;  // only written by the region holder (this thread)
+      while (int64_t(workers_.size()) < std::min<int64_t>(parts - 1, kMaxWorkers))
+        workers_.emplace_back([this, current] { loop(current); });
+    } catch (...) {  // could not start a thread: use the ones we have
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    task_ = &f;
+    parts_ = parts;
+    next_ = 0;
+    remaining_ = parts;
+    ++generation_;
+    cv_.notify_all();
+    drain(lk);
+    done_cv_.wait(lk, [this] { return remaining_ == 0; });
+    task_ = nullptr;
+  }
+
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  static constexpr int64_t kMaxWorkers = 255;
+
+  Pool() : pid_(current_pid()) {}
+
+  static long current_pid() {
+#if defined(__unix__) || defined(__APPLE__)
+    return long(::getpid());
+#else
+    return 0;
+#endif
+  }
+  bool same_process() const { return current_pid() == pid_; }
+
+  // Takes parts until none is left; called with lk held, returns with lk held.
+  void drain(std::unique_lock<std::mutex>& lk) {
+    while (next_ < parts_) {
+      const int64_t i = next_++;
+      const std::function<void(int64_t)>* f = task_;
+      lk.unlock();
+      (*f)(i);
+      lk.lock();
+      if (--remaining_ == 0) done_cv_.notify_all();
+    }
+  }
+
+  void loop(uint64_t seen) {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      drain(lk);
+    }
+  }
+
+  std::mutex region_mu_, mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t)>* task_ = nullptr;
+  int64_t parts_ = 0, next_ = 0, remaining_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  long pid_;
+};
+
 }  // namespace
 
 void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, const void* v,
@@ -300,20 +397,10 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
     run_pairs(job, 0, pairs);
     return;
   }
-  std::vector<std::thread> threads;
-  threads.reserve(size_t(nt - 1));
-  int64_t started_hi = 0;
-  for (int64_t i = 0; i + 1 < nt; ++i) {
-    const int64_t lo = pairs * i / nt, hi = pairs * (i + 1) / nt;
-    try {
-      threads.emplace_back(run_pairs, std::cref(job), lo, hi);
-    } catch (...) {  // cannot start a thread: do the rest on this one
-      break;
-    }
-    started_hi = hi;
-  }
-  run_pairs(job, started_hi, pairs);
-  for (auto& t : threads) t.join();
+  const std::function<void(int64_t)> part = [&job, pairs, nt](int64_t i) {
+    run_pairs(job, pairs * i / nt, pairs * (i + 1) / nt);
+  };
+  Pool::instance().run(nt, part);
 }
 
 }  // namespace hla
