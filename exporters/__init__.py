@@ -12,6 +12,7 @@ Modules (heavy imports stay inside them; importing this package is cheap):
     schema.py          the ONNX OpSchema of HLARecurrentStep (register_hla_schema)
     graph_builder.py   small onnx.helper graph builder (opset 17, IR 9)
     cli_export.py      `hla-deploy export`
+    tensorrt_engine.py, cli_build_engine.py   ONNX -> TensorRT engine (`hla-deploy build-engine`)
 """
 from __future__ import annotations
 
