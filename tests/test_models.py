@@ -7,7 +7,6 @@ All CPU, small shapes.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -344,15 +343,66 @@ def _shipped():
         pytest.skip(f"shipped checkpoint not present: {e}")
 
 
+# Python written for this test (not in the stdlib the model was trained on).
+SNIPPET = '''import os
+import sys
+
+
+class Counter:
+    """Count how often each key was seen."""
+
+    def __init__(self, name, items=None):
+        self.name = name
+        self.counts = {}
+        if items is not None:
+            for item in items:
+                self.add(item)
+
+    def add(self, key, value=1):
+        if not isinstance(key, str):
+            raise TypeError("key must be a str, not %r" % (key,))
+        self.counts[key] = self.counts.get(key, 0) + value
+        return self.counts[key]
+
+    def most_common(self, n=None):
+        items = sorted(self.counts.items(), key=lambda kv: kv[1], reverse=True)
+        return items if n is None else items[:n]
+
+    def __repr__(self):
+        return "%s(%r, %d keys)" % (self.__class__.__name__, self.name, len(self.counts))
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    counter = Counter("words")
+    for path in argv:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                for word in line.split():
+                    counter.add(word.lower())
+    for word, count in counter.most_common(10):
+        print("%-20s %d" % (word, count))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
 def test_shipped_checkpoint_predicts_python():
-    """The shipped demo model compresses Python source far below the unigram byte entropy."""
+    """The shipped demo model compresses unseen Python far below the text's own unigram entropy.
+
+    Measured (CPU, chunk backend): 0.755 nats/byte against a unigram entropy of 3.05 nats/byte;
+    an untrained model scores about ln(256) = 5.55.
+    """
     path = _shipped()
     model = HLALanguageModel.load(path, attn_backend="chunk").eval()
     c = model.config
     assert c.vocab_size == 256 and all(g < 1 for g in c.decay_list())
     assert (path / "model.safetensors").stat().st_size <= 8 * 2 ** 20
-    # text: this test file's own source (Python the model never trained on: tests/ is not stdlib)
-    ids = torch.tensor([tokenizer.encode(Path(__file__).read_text(encoding="utf-8")[:2048])])
+    ids = torch.tensor([tokenizer.encode(SNIPPET)])
     with torch.no_grad():
         logits, state = model(ids)
     nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item()
@@ -360,7 +410,7 @@ def test_shipped_checkpoint_predicts_python():
     p = counts[counts > 0] / counts.sum()
     unigram = -(p * p.log()).sum().item()                  # nats/byte of the text's own unigram
     assert torch.isfinite(state).all()
-    assert nll < 0.75 * unigram, (nll, unigram)
+    assert nll < 0.4 * unigram and nll < 1.2, (nll, unigram)
 
 
 @pytest.mark.parametrize("backend", STREAM_BACKENDS)
@@ -368,6 +418,7 @@ def test_shipped_checkpoint_greedy_sample_is_python_like(backend):
     path = _shipped()
     model = HLALanguageModel.load(path, attn_backend=backend)
     text = tokenizer.decode(generate(model, tokenizer.encode("def "), 48))
-    assert "(" in text or ":" in text or "\n" in text, text
+    # measured: "__init__(self, method, *args, **kwargs):\n        if not isinstance(..."
+    assert "(" in text and ")" in text and text.isascii(), text
     ref = HLALanguageModel.load(path, attn_backend="recurrent")
     assert generate(ref, tokenizer.encode("def "), 48) == tokenizer.encode(text)
