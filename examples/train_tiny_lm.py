@@ -241,6 +241,7 @@ def parse_args(argv=None):
     p.add_argument("--decay-lo", type=float, default=0.9, help="decay of head 0 (geometric spacing)")
     p.add_argument("--decay-hi", type=float, default=0.99, help="decay of the last head")
     p.add_argument("--sample-prompt", default="def ")
+    p.add_argument("--sample-tokens", type=int, default=200, help="length of the final samples")
     p.add_argument("--plot-from", nargs=2, metavar=("METRICS_JSON", "OUT_PNG"), default=None,
                    help="only draw the loss curve of an earlier run and exit")
     return p.parse_args(argv)
@@ -399,10 +400,9 @@ def main(argv=None) -> int:
     metrics["stopped_early"] = stopped_early
     metrics["final_val_loss"] = metrics["val"][-1][1] if metrics["val"] else None
     model.eval()
-    cpu_model = model
-    sample = tokenizer.decode(generate(cpu_model, tokenizer.encode(args.sample_prompt), 200,
+    sample = tokenizer.decode(generate(model, tokenizer.encode(args.sample_prompt), args.sample_tokens,
                                        temperature=0.8, top_k=40, seed=args.seed))
-    greedy = tokenizer.decode(generate(cpu_model, tokenizer.encode(args.sample_prompt), 120))
+    greedy = tokenizer.decode(generate(model, tokenizer.encode(args.sample_prompt), args.sample_tokens))
     metrics["sample_t0.8_k40"] = args.sample_prompt + sample
     metrics["sample_greedy"] = args.sample_prompt + greedy
     print("---- sample (temperature 0.8, top_k 40) ----\n" + args.sample_prompt + sample + "\n----", flush=True)

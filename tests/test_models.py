@@ -7,6 +7,7 @@ All CPU, small shapes.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,48 @@ def test_shipped_checkpoint_greedy_sample_is_python_like(backend):
     assert "(" in text and ")" in text and text.isascii(), text
     ref = HLALanguageModel.load(path, attn_backend="recurrent")
     assert generate(ref, tokenizer.encode("def "), 48) == tokenizer.encode(text)
+
+
+# ---------------------------------------------------------------------------------- training example
+def _train_module():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "examples" / "train_tiny_lm.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_lm", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_example_checkpoints_and_resumes_exactly(tmp_path):
+    """6 tiny steps with checkpoints every 3; resuming from step 3 reproduces step 6 bit for bit."""
+    import shutil
+    from safetensors.torch import load_file
+    mod = _train_module()
+    data = tmp_path / "data"
+    data.mkdir()
+    src = Path(__file__).resolve().parent.parent / "hla_deploy" / "models"
+    for f in sorted(src.glob("*.py")):
+        shutil.copyfile(f, data / f.name)
+    common = ["--device", "cpu", "--data-root", str(data), "--val-every", "2", "--steps", "6",
+              "--ckpt-every", "3", "--keep", "5", "--eval-every", "3", "--eval-windows", "4",
+              "--batch", "2", "--seq-len", "32", "--warmup", "2", "--log-every", "3",
+              "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--head-dim", "8",
+              "--value-dim", "8", "--mlp-hidden", "16", "--sample-tokens", "4"]
+    out_a = tmp_path / "a"
+    assert mod.main(common + ["--out", str(out_a)]) == 0
+    assert (out_a / "latest.txt").read_text().strip() == "step_000006"
+    for name in ("config.json", "model.safetensors", "train_state.pt"):
+        assert (out_a / "checkpoints" / "step_000003" / name).is_file()
+    metrics = json.loads((out_a / "metrics.json").read_text())
+    assert [s for s, _ in metrics["val"]] == [3, 6] and all(math.isfinite(v) for _, v in metrics["val"])
+    HLALanguageModel.load(out_a / "final")                       # a loadable checkpoint
+    assert (out_a / "loss_curve.png").stat().st_size > 1000
+    out_b = tmp_path / "b"
+    (out_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(out_a / "checkpoints" / "step_000003", out_b / "checkpoints" / "step_000003")
+    (out_b / "latest.txt").write_text("step_000003\n")
+    assert mod.main(common + ["--out", str(out_b), "--resume"]) == 0
+    wa = load_file(str(out_a / "final" / "model.safetensors"))
+    wb = load_file(str(out_b / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((out_b / "metrics.json").read_text())["val"] == metrics["val"]
