@@ -439,15 +439,14 @@ def test_shipped_checkpoint_predicts_python():
     assert nll < 0.4 * unigram and nll < 1.2, (nll, unigram)
 
 
-@pytest.mark.parametrize("backend", STREAM_BACKENDS)
-def test_shipped_checkpoint_greedy_sample_is_python_like(backend):
+def test_shipped_checkpoint_greedy_sample_is_python_like():
     path = _shipped()
-    model = HLALanguageModel.load(path, attn_backend=backend)
-    text = tokenizer.decode(generate(model, tokenizer.encode("def "), 48))
-    # measured: "__init__(self, method, *args, **kwargs):\n        if not isinstance(..."
+    model = HLALanguageModel.load(path, attn_backend="chunk")
+    text = tokenizer.decode(generate(model, tokenizer.encode("def "), 40))
+    # measured: "__init__(self, method, *args, **kwargs):\n        if not isinst"
     assert "(" in text and ")" in text and text.isascii(), text
-    ref = HLALanguageModel.load(path, attn_backend="recurrent")
-    assert generate(ref, tokenizer.encode("def "), 48) == tokenizer.encode(text)
+    model.attn_backend = "recurrent"
+    assert generate(model, tokenizer.encode("def "), 40) == tokenizer.encode(text)
 
 
 # ---------------------------------------------------------------------------------- training example
