@@ -143,7 +143,8 @@ def run(args) -> int:
                      ("parity JSON", paths["json"]), ("parity report", paths["markdown"]),
                      ("parity plot", paths["plot"]), ("generated text", gen_path)):
         print(f"  {label}: {p}")
-    print(f"next: hla-deploy parity {ckpt} --onnx {custom} --report {out / 'parity'}")
+    print(f"check these files again (or after changing them): hla-deploy parity {ckpt} --onnx {custom} "
+          f"--onnx {standard} --backends {','.join(QUICKSTART_BACKENDS)} --report {out / 'parity'}")
     if parity_rc != 0:
         print("hla-deploy quickstart: parity FAILED (see the table above)", file=sys.stderr)
         return 1

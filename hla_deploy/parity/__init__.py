@@ -111,6 +111,8 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 0:
         raise ValueError(f"decode_steps must be an integer >= 0, got {decode_steps!r}")
+    if isinstance(backends, str):
+        backends = [b.strip() for b in backends.split(",") if b.strip()]
     names = list(BACKEND_NAMES if backends is None else backends)
     if not names:
         raise ValueError("no backends selected")

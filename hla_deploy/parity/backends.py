@@ -198,9 +198,19 @@ class _TorchModelRunner:
 
     def step(self, ids: np.ndarray, state):
         torch = self.torch
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(self.device)
-            logits, new_state = self.model(x, state)
+        x = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(self.device)
+        if self.device == "cuda":
+            # float32 means float32: no TF32 in torch's own matmuls (projections, MLP, head)
+            prev = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            try:
+                with torch.no_grad():
+                    logits, new_state = self.model(x, state)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = prev
+        else:
+            with torch.no_grad():
+                logits, new_state = self.model(x, state)
         return logits.float().cpu().numpy(), new_state
 
     def init_state(self, batch: int):

@@ -19,8 +19,9 @@ Why these numbers:
   back), which moves the logits by 1e-2 relative or more. ``max_abs_err`` is loose because
   trained logits reach magnitudes of 10-30; a near-tie may flip one greedy token, hence 0.99.
 - fp16: activations are rounded to 11 significant bits (~5e-4 relative) at every layer
-  boundary and the error compounds over layers; ~1e-2 relative RMS is typical.
-- bf16: 8 significant bits (~4e-3 relative); ~4x looser than fp16.
+  boundary and the error compounds over layers; measured on the shipped model: 3e-4 to 5e-4
+  relative RMS (torch, ort-cpu, onnx-standard), so 1e-2 leaves a ~20x margin.
+- bf16: 8 significant bits (~4e-3 relative); measured 3.5e-3 (torch); 5e-2 leaves ~14x.
 """
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ TOLERANCE_KEYS = {
 DEFAULT_TOLERANCES: Dict[str, Dict[str, float]] = {
     "fp32": {"max_abs_err": 5e-3, "rel_rms_err": 1e-4, "min_cosine": 0.99999,
              "token_agreement": 0.99, "state_rel_err": 1e-4},
-    "fp16": {"max_abs_err": 0.5, "rel_rms_err": 2e-2, "min_cosine": 0.999,
-             "token_agreement": 0.95, "state_rel_err": 2e-2},
-    "bf16": {"max_abs_err": 2.0, "rel_rms_err": 8e-2, "min_cosine": 0.995,
-             "token_agreement": 0.90, "state_rel_err": 8e-2},
+    "fp16": {"max_abs_err": 0.5, "rel_rms_err": 1e-2, "min_cosine": 0.999,
+             "token_agreement": 0.95, "state_rel_err": 1e-2},
+    "bf16": {"max_abs_err": 2.0, "rel_rms_err": 5e-2, "min_cosine": 0.995,
+             "token_agreement": 0.90, "state_rel_err": 5e-2},
 }
 
 
@@ -97,5 +98,6 @@ def check(metrics: Mapping[str, object], tol: Mapping[str, float]) -> List[str]:
         ok = value <= limit if kind == "max" else value >= limit  # nan -> False
         if not ok:
             op = ">" if kind == "max" else "<"
-            violations.append(f"{key} {value:.3g} {op} {limit:.3g}")
+            fmt = ".3g" if kind == "max" else ".6g"  # 0.99999 must not print as 1
+            violations.append(f"{key} {value:{fmt}} {op} {limit:{fmt}}")
     return violations
