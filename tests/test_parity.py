@@ -374,3 +374,24 @@ def test_fp16_exports_within_fp16_tolerance_and_outside_fp32(ckpt, ort_ready, tm
     for b in rep["backends"]:
         assert b["artifact"].endswith("_fp16.onnx")
         assert tolerances.check(b["metrics"], tolerances.default_tolerances("fp32")), b["metrics"]
+
+
+def test_reference_falls_back_to_cpu_chunk_when_triton_fails(ckpt, monkeypatch):
+    """A Triton reference that cannot run (here: told Triton is usable on a machine where it is
+    not) falls back to the CPU chunk form and says why; the triton backend reports its error."""
+    from hla_deploy.parity import backends as bk
+    monkeypatch.setattr(bk, "_triton_status", lambda config: (True, ""))
+    if torch.cuda.is_available():
+        monkeypatch.setattr(bk._TorchModelRunner, "step",
+                            lambda self, ids, state: (_ for _ in ()).throw(RuntimeError("boom")))
+    rep = run_parity(ckpt, backends=["torch", "triton"], prompts=PROMPTS[:1], decode_steps=2)
+    assert rep["reference"]["form"] == "chunk" and rep["reference"]["device"] == "cpu"
+    assert "it failed" in rep["reference"]["description"]
+    assert entry(rep, "triton")["status"] == "error" and entry(rep, "triton")["reason"]
+    assert rep["summary"]["errors"] == ["triton"] and rep["summary"]["ok"] is False
+
+
+def test_top_level_cli_wires_parity(ckpt, capsys):
+    from hla_deploy.cli import main
+    assert main(["parity", str(ckpt), "--backends", "torch", "--decode-steps", "2", "--quiet"]) == 0
+    assert "PASS: passed 1 (torch)" in capsys.readouterr().out

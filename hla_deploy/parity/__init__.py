@@ -157,13 +157,12 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
                             max_seq=max(groups) + decode_steps)
         t0 = time.perf_counter()
         reference = Reference(ctx)
-        say(f"reference: {reference.description}")
-        batches = []
-        for length, idx in groups.items():
-            ids = np.array([prompt_list[i]["ids"] for i in idx], dtype=np.int64)  # [B, T]
-            ref_run, fed = reference.run(ids, decode_steps)
-            batches.append((ids, fed, ref_run))
+        prompt_batches = [np.array([prompt_list[i]["ids"] for i in idx], dtype=np.int64)  # [B, T]
+                          for idx in groups.values()]
+        batches = [(ids, fed, ref_run) for ids, (ref_run, fed)
+                   in zip(prompt_batches, reference.run_batches(prompt_batches, decode_steps))]
         ref_seconds = time.perf_counter() - t0
+        say(f"reference: {reference.description}")
 
         results = []
         for name in names:

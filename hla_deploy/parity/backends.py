@@ -221,24 +221,41 @@ class _TorchModelRunner:
 
 
 class Reference:
-    """The reference model: Triton kernels on a GPU when available, else the chunk form on
-    the CPU; always float32."""
+    """The reference model, always float32: the torch model with the Triton kernels on a GPU when
+    CUDA and Triton are available and support the variant, else the chunk form on the CPU. If
+    the Triton reference fails to run, the chunk form on the CPU is used and the failure is said
+    in the description (the ``triton`` backend then reports the error itself)."""
 
     def __init__(self, ctx: ParityContext):
+        self.ctx = ctx
         ok, why = _triton_status(ctx.config)
-        if ok:
-            self.form, self.device = "triton", "cuda"
-            self.description = "the torch model with the Triton kernels (attn_backend='triton') on CUDA, float32"
-        else:
-            self.form, self.device = "chunk", "cpu"
-            self.description = ("the torch model with the chunk form (attn_backend='chunk') on the CPU, "
-                                f"float32 (Triton reference not used: {why})")
-        self.runner = _TorchModelRunner(ctx.load_model(), self.device, self.form, "fp32")
+        self._cpu_reason = None if ok else why
+        self.runner = None
 
-    def run(self, prompt_ids: np.ndarray, decode_steps: int) -> Tuple[RunOutput, np.ndarray]:
+    def _use_chunk_cpu(self, reason: str) -> None:
+        self.form, self.device = "chunk", "cpu"
+        self.description = ("the torch model with the chunk form (attn_backend='chunk') on the CPU, "
+                            f"float32 (Triton reference not used: {reason})")
+        self.runner = _TorchModelRunner(self.ctx.load_model(), "cpu", "chunk", "fp32")
+
+    def _run(self, prompt_ids: np.ndarray, decode_steps: int) -> Tuple[RunOutput, np.ndarray]:
         r = self.runner
         return greedy_reference(r.step, r.init_state(prompt_ids.shape[0]), prompt_ids, decode_steps,
                                 r.state_to_numpy)
+
+    def run_batches(self, batches, decode_steps: int):
+        """[(prompt_ids [B, T], ...)] -> [(RunOutput, fed tokens [B, N])], one per batch."""
+        if self._cpu_reason is None:
+            try:
+                self.form, self.device = "triton", "cuda"
+                self.description = ("the torch model with the Triton kernels (attn_backend='triton') "
+                                    "on CUDA, float32")
+                self.runner = _TorchModelRunner(self.ctx.load_model(), "cuda", "triton", "fp32")
+                return [self._run(ids, decode_steps) for ids in batches]
+            except Exception as exc:  # fall back to the CPU chunk form, saying why
+                self._cpu_reason = f"it failed: {type(exc).__name__}: {exc}"
+        self._use_chunk_cpu(self._cpu_reason)
+        return [self._run(ids, decode_steps) for ids in batches]
 
     def info(self) -> dict:
         return {"form": self.form, "device": self.device, "dtype": "fp32",
