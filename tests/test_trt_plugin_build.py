@@ -110,3 +110,13 @@ def test_runner_compiles(plugin_lib, trt_build_dir):
     linked = trt_build_dir / "bin" / "hla_trt_runner"
     objects = list(trt_build_dir.rglob("hla_trt_runner.cpp.o"))
     assert linked.is_file() or objects, "hla_trt_runner.cpp was not compiled"
+
+
+def test_plugin_enqueue_matches_cpu_kernel_on_gpu(plugin_lib, trt_build_dir):
+    """enqueue() through hla::forward_cuda vs hla::forward_cpu (hla2, ahla, hla3); needs a GPU."""
+    proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_test")
+    if "SKIP enqueue: no CUDA device" in proc.stdout:
+        pytest.skip("no CUDA device: the plugin's enqueue() was not run (interfaces were tested without it)")
+    assert proc.returncode == 0, proc.stdout
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("enqueue vs forward_cpu")]
+    assert len(lines) == 3, proc.stdout
