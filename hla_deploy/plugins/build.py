@@ -117,18 +117,36 @@ def _run(cmd: List[str], verbose: bool) -> None:
                                f"--- last output ---\n{proc.stdout[-4000:]}")
 
 
-def _newest_source_mtime() -> float:
+_ORT_SUBDIRS = ("common", "ort_hla")
+
+
+def _newest_source_mtime(subdirs: Sequence[str] = ("common", "ort_hla", "trt_hla")) -> float:
+    """Newest modification time of the native sources under plugins/<subdirs> and plugins/CMakeLists.txt."""
     src = plugins_source_dir()
-    newest = 0.0
-    for sub in ("common", "ort_hla", "trt_hla"):
-        for p in (src / sub).rglob("*") if (src / sub).is_dir() else ():
+    newest = (src / "CMakeLists.txt").stat().st_mtime
+    for sub in subdirs:
+        if not (src / sub).is_dir():
+            continue
+        for p in (src / sub).rglob("*"):
             if p.is_file() and p.suffix in (".h", ".hpp", ".cc", ".cpp", ".cu", ".cuh", ".txt"):
                 newest = max(newest, p.stat().st_mtime)
-    return max(newest, (src / "CMakeLists.txt").stat().st_mtime)
+    return newest
 
 
-def _is_fresh(path: Path) -> bool:
-    return path.is_file() and path.stat().st_mtime >= _newest_source_mtime()
+def _stamp(target: str) -> Path:
+    """Written after each successful build of `target`: CMake leaves an up-to-date library's mtime
+    alone, so freshness is judged by the stamp, not by the library file."""
+    return build_dir() / f".{target}.built"
+
+
+def _is_fresh(path: Path, target: str) -> bool:
+    stamp = _stamp(target)
+    return path.is_file() and stamp.is_file() and stamp.stat().st_mtime >= _newest_source_mtime(_ORT_SUBDIRS)
+
+
+def _mark_built(*targets: str) -> None:
+    for t in targets:
+        _stamp(t).touch()
 
 
 def _with_cuda_default() -> str:
@@ -183,8 +201,9 @@ def cmake_build(targets: Sequence[str], cmake_args: Iterable[str] = (), *, with_
 def ort_library_path(build: bool = True, verbose: bool = True) -> Path:
     """Path of libhla_ort_op.so, building it (CMake) when missing or older than its sources."""
     lib = ort_library_file()
-    if build and not _is_fresh(lib):
+    if build and not _is_fresh(lib, "hla_ort_op"):
         cmake_build(["hla_ort_op"], verbose=verbose)
+        _mark_built("hla_ort_op")
     if not lib.is_file():
         raise PluginBuildError(
             f"ONNX Runtime custom-op library not found at {lib}"
@@ -195,8 +214,11 @@ def ort_library_path(build: bool = True, verbose: bool = True) -> Path:
 def ort_runner_path(build: bool = True, verbose: bool = True) -> Path:
     """Path of the C++ runner hla_runner, building it when missing or older than its sources."""
     exe = ort_runner_file()
-    if build and not _is_fresh(exe):
+    if build and not _is_fresh(exe, ORT_RUNNER):
         cmake_build(["hla_ort_op", ORT_RUNNER], verbose=verbose)
+        _mark_built("hla_ort_op", ORT_RUNNER)
+    elif exe.is_file():
+        ort_soname_link(build_dir())  # keep libonnxruntime.so.1 pointing at the installed wheel
     if not exe.is_file():
         raise PluginBuildError(f"C++ runner not found at {exe}"
                                + ("" if build else " (run `hla-deploy build-plugins`)"))
