@@ -153,6 +153,9 @@ def write_plot(report: dict, path) -> Optional[Path]:
     if report["batches"] and len({b["prompt_tokens"] for b in report["batches"]}) == 1:
         ax.axvline(prefill - 0.5, color="gray", linestyle="--", linewidth=1)
         ax.text(prefill - 0.5, 1, " decode ->", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+    tol = report.get("tolerances", {}).get("max_abs_err")
+    if tol:
+        ax.axhline(tol, color="red", linestyle=":", linewidth=1, label=f"max_abs_err tolerance ({tol:g})")
     ax.set_yscale("log")
     ax.set_xlabel("token position (prefill, then decode steps)")
     ax.set_ylabel("max |logits - reference|")
