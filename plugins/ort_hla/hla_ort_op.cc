@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -312,21 +311,36 @@ OrtStatusPtr HLAKernel::Compute(OrtKernelContext* context) {
   // CUDA EP: device pointers, ORT's compute stream; scratch from ORT's device allocator. Freeing
   // it right after the (asynchronous) launch is safe because ORT's allocator hands memory out in
   // the order of this same stream.
+  if (p.H > hla::kMaxHeads) {
+    return Error(api_, "input 'q' has H = " + std::to_string(p.H) + " heads; the CUDA kernel supports at most " +
+                           std::to_string(hla::kMaxHeads));
+  }
   void* stream = ctx.GetGPUComputeStream();
   const size_t ws_bytes = hla::cuda_workspace_size(p, dtype_);
-  void* workspace = nullptr;
-  std::unique_ptr<void, std::function<void(void*)>> ws_guard(nullptr, [](void*) {});
+  // Frees the workspace and releases the allocator handle (KernelContext_GetAllocator hands out
+  // an OrtAllocator that the caller must release) on every path out of this block.
+  struct Workspace {
+    const OrtApi& api;
+    OrtAllocator* alloc = nullptr;
+    void* ptr = nullptr;
+    ~Workspace() {
+      if (alloc != nullptr) {
+        if (ptr != nullptr) alloc->Free(alloc, ptr);
+        api.ReleaseAllocator(alloc);
+      }
+    }
+  } ws{api_};
   if (ws_bytes > 0) {
     Ort::ConstMemoryInfo mem = in[3].GetTensorMemoryInfo();
     Ort::MemoryInfo dev_mem("Cuda", OrtDeviceAllocator, mem.GetDeviceId(), OrtMemTypeDefault);
-    OrtAllocator* alloc = ctx.GetAllocator(*dev_mem);
-    if (alloc == nullptr) return Error(api_, "no CUDA allocator available for the workspace", ORT_RUNTIME_EXCEPTION);
-    workspace = alloc->Alloc(alloc, ws_bytes);
-    if (workspace == nullptr) {
+    ws.alloc = ctx.GetAllocator(*dev_mem);
+    if (ws.alloc == nullptr) return Error(api_, "no CUDA allocator available for the workspace", ORT_RUNTIME_EXCEPTION);
+    ws.ptr = ws.alloc->Alloc(ws.alloc, ws_bytes);
+    if (ws.ptr == nullptr) {
       return Error(api_, "could not allocate " + std::to_string(ws_bytes) + " bytes of CUDA workspace", ORT_RUNTIME_EXCEPTION);
     }
-    ws_guard = std::unique_ptr<void, std::function<void(void*)>>(workspace, [alloc](void* ptr) { alloc->Free(alloc, ptr); });
   }
+  void* workspace = ws.ptr;
   const int err = hla::forward_cuda(p, dtype_, q_ptr, k_ptr, v_ptr, s_ptr, o_ptr, so_ptr, workspace, stream);
   if (err != 0) {
     return Error(api_, "hla::forward_cuda failed with CUDA error " + std::to_string(err), ORT_RUNTIME_EXCEPTION);
