@@ -110,16 +110,19 @@ def chunk_hla2_bwd_dqkv_kernel(
     gam,
     hs, hm, hc,                   # state before each chunk (float32)
     dhs, dhm, dhc,                # grad of the state after each chunk (float32)
-    dq, dk, dv,                   # [B, T, H, K] x2, [B, T, H, V] (input dtype)
+    dq, dk, dv,                   # [NV, B, T, H, K] x2 (partial sums over value blocks), [B, T, H, V]
     lam,
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_C: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    # value block i_v: columns [i_v*BV, +BV) of v, do, M, C, dM', dC'; dq, dk are linear in those
+    # blocks, so each program writes its partial dq, dk (summed on the host when NV > 1)
+    i_t, i_bh, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
+    B = tl.num_programs(1) // H
     DT = q.dtype.element_ty
     lg = tl.log2(tl.load(gam + i_h))
 
@@ -135,14 +138,14 @@ def chunk_hla2_bwd_dqkv_kernel(
     v_off = (i_b * T * H + i_h) * V
     b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
     b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-    b_v = load_tile(v + v_off, i_t * BT, 0, T, V, H * V, BT, BV)
-    b_do = load_tile(do + v_off, i_t * BT, 0, T, V, H * V, BT, BV).to(DT)
+    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
+    b_do = load_tile(do + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
     s_off = (i_bh * NT + i_t) * K * K
     m_off = (i_bh * NT + i_t) * K * V
     b_s = load_tile(hs + s_off, 0, 0, K, K, K, BD, BD).to(DT)
-    b_m = load_tile(hm + m_off, 0, 0, K, V, V, BD, BV).to(DT)
+    b_m = load_tile(hm + m_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
     b_dsp = load_tile(dhs + s_off, 0, 0, K, K, K, BD, BD)
-    b_dmp = load_tile(dhm + m_off, 0, 0, K, V, V, BD, BV)
+    b_dmp = load_tile(dhm + m_off, 0, i_v * BV, K, V, V, BD, BV)
 
     b_a1c = b_a1[:, None]
     b_qs = (b_q.to(tl.float32) * b_a1c).to(DT)                                 # diag(a1) Q
@@ -171,7 +174,7 @@ def chunk_hla2_bwd_dqkv_kernel(
     # E = dC' + g^c S^T dM'   [BD, BV]
     b_e = gc * tl.dot(tl.trans(b_s), b_dmp.to(DT), input_precision=PREC)
     if HAS_C:
-        b_dcp = load_tile(dhc + m_off, 0, 0, K, V, V, BD, BV)
+        b_dcp = load_tile(dhc + m_off, 0, i_v * BV, K, V, V, BD, BV)
         b_e += b_dcp
     b_e = b_e.to(DT)
 
@@ -183,22 +186,24 @@ def chunk_hla2_bwd_dqkv_kernel(
     b_dq += tl.dot(tl.trans(b_gt), b_qss, input_precision=PREC)
     b_dq += tl.dot(b_vd, tl.trans(b_e), input_precision=PREC)
     if HAS_C:
-        b_c = load_tile(hc + m_off, 0, 0, K, V, V, BD, BV).to(DT)
+        b_c = load_tile(hc + m_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
         b_dq += lam * b_a1c * tl.dot(b_do, tl.trans(b_c), input_precision=PREC)
         b_gsym = (b_g + tl.trans(b_g)).to(DT)
         b_dq += lam * tl.dot(b_gsym, b_q, input_precision=PREC)
     # dK
     b_dk = tl.dot(tl.trans(b_dp), b_q, input_precision=PREC)
-    b_dsym = (b_dsp + tl.trans(b_dsp)).to(DT)
-    b_dk += tl.dot(b_kd, b_dsym, input_precision=PREC)
+    if i_v == 0:
+        b_dsym = (b_dsp + tl.trans(b_dsp)).to(DT)
+        b_dk += tl.dot(b_kd, b_dsym, input_precision=PREC)
     b_dk += b_b[:, None] * tl.dot(b_z.to(DT), tl.trans(b_dmp.to(DT)), input_precision=PREC)
     # dV
     b_dv = tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
     b_dv += b_b[:, None] * (tl.dot(b_q, b_e, input_precision=PREC) + tl.dot(b_w, b_dz.to(DT), input_precision=PREC))
 
-    store_tile(dq + qk_off, b_dq, i_t * BT, 0, T, K, H * K, BT, BD)
-    store_tile(dk + qk_off, b_dk, i_t * BT, 0, T, K, H * K, BT, BD)
-    store_tile(dv + v_off, b_dv, i_t * BT, 0, T, V, H * V, BT, BV)
+    part = i_v * B * T * H * K
+    store_tile(dq + part + qk_off, b_dq, i_t * BT, 0, T, K, H * K, BT, BD)
+    store_tile(dk + part + qk_off, b_dk, i_t * BT, 0, T, K, H * K, BT, BD)
+    store_tile(dv + v_off, b_dv, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
 
 
 def chunk_hla2_bwd_dh(q, v, do, gam, dst, dmt, dct, lam: float, chunk_size: int, has_c: bool):
@@ -237,16 +242,24 @@ def chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, hc, dhs, dhm, dhc, lam: float,
     BT = chunk_size
     NT = triton.cdiv(T, BT)
     BD = max(16, triton.next_power_of_2(K))
-    BV = max(16, triton.next_power_of_2(V))
-    dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
+    # value blocks of at most 64 (32 for float32 inputs) columns keep the kernel within shared memory
+    BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype != torch.float32 else 32)
+    NV = triton.cdiv(V, BV)
+    if NV == 1:
+        dq = torch.empty_like(q)
+        dk = torch.empty_like(k)
+    else:
+        dq = torch.empty(NV, *q.shape, dtype=torch.float32, device=q.device)
+        dk = torch.empty(NV, *k.shape, dtype=torch.float32, device=q.device)
     dv = torch.empty_like(v)
     has_c = hc is not None
-    grid = (NT, B * H)
+    grid = (NT, B * H, NV)
     chunk_hla2_bwd_dqkv_kernel[grid](
         q, k, v, do, gam, hs, hm, hc if has_c else hm, dhs, dhm, dhc if has_c else dhm,
         dq, dk, dv, float(lam),
         T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, HAS_C=has_c, PREC=_prec(q.dtype),
         num_warps=8 if BD * BV >= 64 * 64 else 4, num_stages=1,
     )
+    if NV > 1:
+        dq, dk = dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype)
     return dq, dk, dv

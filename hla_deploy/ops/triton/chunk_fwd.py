@@ -151,21 +151,30 @@ def chunk_hla2_fwd_o_kernel(
     store_tile(o + (i_b * T * H + i_h) * V, b_o, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
 
 
+# default (block_k, block_v) of chunk_hla2_fwd_h (benchmarks/bench_prefill.py --sweep times others)
+FWD_H_BLOCKS = [32, 32]
+
+
 def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def chunk_hla2_fwd_h(q, k, v, gam, s0, m0, c0, chunk_size: int, output_final_state: bool,
-                     has_c: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], tuple]:
-    """States before every chunk (+ final state). q, k [B,T,H,K], v [B,T,H,V] -> hS [B*H,NT,K,K], hM/hC [B*H,NT,K,V]."""
+                     has_c: bool, block_k: Optional[int] = None, block_v: Optional[int] = None,
+                     num_warps: int = 4) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], tuple]:
+    """States before every chunk (+ final state). q, k [B,T,H,K], v [B,T,H,V] -> hS [B*H,NT,K,K], hM/hC [B*H,NT,K,V].
+
+    block_k / block_v: rows of S/M and columns of M/C per program (default FWD_H_BLOCKS; the
+    sequential scan's parallelism is (d / block_k) * (dv / block_v) * B * H programs).
+    """
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = chunk_size
     NT = triton.cdiv(T, BT)
     BD = max(16, triton.next_power_of_2(K))
     BVf = max(16, triton.next_power_of_2(V))
-    BK = min(BD, 32)
-    BV = min(BVf, 32)
+    BK = min(BD, block_k or FWD_H_BLOCKS[0])
+    BV = min(BVf, block_v or FWD_H_BLOCKS[1])
     f32 = dict(dtype=torch.float32, device=q.device)
     hs = torch.empty(B * H, NT, K, K, **f32)
     hm = torch.empty(B * H, NT, K, V, **f32)
@@ -185,7 +194,7 @@ def chunk_hla2_fwd_h(q, k, v, gam, s0, m0, c0, chunk_size: int, output_final_sta
         st if st is not None else hs, mt if mt is not None else hm, ct if ct is not None else hm,
         T, H=H, K=K, V=V, BT=BT, BK=BK, BD=BD, BV=BV,
         HAS_C=has_c, USE_INITIAL_STATE=use_init, STORE_FINAL_STATE=output_final_state,
-        PREC=_prec(q.dtype), num_warps=4, num_stages=2,
+        PREC=_prec(q.dtype), num_warps=num_warps, num_stages=2,
     )
     return hs, hm, (hc if has_c else None), (st, mt, ct)
 

@@ -83,7 +83,16 @@ def decay_vector(decay: Union[float, Sequence[float], torch.Tensor], H: int,
             raise ValueError(f"decay values must lie in (0, 1], got {x}")
     if len(vals) == 1:
         vals = vals * H
-    return torch.tensor(vals, dtype=torch.float32, device=device)
+    key = (tuple(vals), str(device))
+    out = _DECAY_CACHE.get(key)
+    if out is None:  # cached: a host-to-device copy per call would cost more than a short prefill
+        out = torch.tensor(vals, dtype=torch.float32, device=device)
+        if len(_DECAY_CACHE) < 256:
+            _DECAY_CACHE[key] = out
+    return out
+
+
+_DECAY_CACHE: dict = {}
 
 
 def unpack_state(state: Optional[torch.Tensor], B: int, H: int, d: int, dv: int, normalize: bool,

@@ -1,0 +1,138 @@
+"""Prefill benchmark of the hla2 Triton kernels against causal SDPA and the torch chunk form.
+
+    PYTHONPATH=. python benchmarks/bench_prefill.py [--T 2048 8192] [--out bench.json]
+
+B=4, H=8, d=dv=64, bfloat16 on one CUDA GPU (defaults). For each T prints one JSON object:
+median times (ms, triton.testing.do_bench) of
+- triton_fwd: hla_attention_triton forward with output_final_state=True (what a prefill needs),
+  split into its two kernels (fwd_h: sequential state scan, fwd_o: parallel outputs);
+- triton_fwd_bwd: forward + backward (gradients of q, k, v);
+- sdpa_fwd / sdpa_fwd_bwd: torch.nn.functional.scaled_dot_product_attention(is_causal=True) on
+  the same shape ([B, H, T, d] layout prepared beforehand);
+- chunk_fwd / chunk_fwd_bwd: hla_deploy.ops.hla_attention(backend="chunk") (plain PyTorch,
+  float32 inside, autograd for the backward);
+and the ratios of the Triton times to both, plus a check of the Triton output against the
+chunk form (relative RMS). Everything is measured in the same process, side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--B", type=int, default=4)
+    ap.add_argument("--H", type=int, default=8)
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--T", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--decay", type=float, default=1.0)
+    ap.add_argument("--no-chunk", action="store_true", help="skip the torch chunk form")
+    ap.add_argument("--out", default=None, help="also write the JSON list here")
+    ap.add_argument("--sweep", action="store_true",
+                    help="first time the state-scan kernel for several (block_k, block_v) and use the fastest")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(json.dumps({"error": "needs a CUDA GPU"}))
+        return 1
+    import triton
+    from triton.testing import do_bench
+
+    from hla_deploy.ops import hla_attention
+    from hla_deploy.ops.triton import hla_attention_triton
+    from hla_deploy.ops.triton.chunk_fwd import chunk_hla2_fwd_h, chunk_hla2_fwd_o
+    from hla_deploy.ops.triton.function import default_chunk_size
+    from hla_deploy.ops.triton.utils import decay_vector
+
+    dt = getattr(torch, args.dtype)
+    B, H, d = args.B, args.H, args.d
+    bench = lambda fn: do_bench(fn, warmup=25, rep=100, return_mode="median")  # noqa: E731
+    results = []
+    for T in args.T:
+        torch.manual_seed(T)
+        q = (torch.randn(B, T, H, d, device="cuda") / d ** 0.5).to(dt)
+        k = (torch.randn(B, T, H, d, device="cuda") / d ** 0.5).to(dt)
+        v = torch.randn(B, T, H, d, device="cuda").to(dt)
+        do = torch.randn(B, T, H, d, device="cuda").to(dt)
+        r = {"B": B, "T": T, "H": H, "d": d, "dv": d, "dtype": args.dtype, "decay": args.decay,
+             "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+             "triton": triton.__version__}
+
+        def tri_fwd():
+            return hla_attention_triton(q, k, v, "hla2", args.decay, False, 1e-6, 0.0, None, True)
+
+        gam = decay_vector(args.decay, H, q.device)
+        cs = default_chunk_size(T)
+        if args.sweep:
+            from hla_deploy.ops.triton import chunk_fwd
+            sweep = {}
+            for bk, bv in ((16, 16), (16, 32), (32, 16), (32, 32), (16, 64), (64, 16), (64, 64)):
+                for nw in (2, 4):
+                    sweep[f"{bk}x{bv}w{nw}"] = bench(lambda: chunk_hla2_fwd_h(
+                        q, k, v, gam, None, None, None, cs, True, False, bk, bv, nw))
+            r["fwd_h_sweep_ms"] = sweep
+            best = min(sweep, key=sweep.get)
+            bk, bv = (int(x) for x in best.split("w")[0].split("x"))
+            chunk_fwd.FWD_H_BLOCKS[:] = [bk, bv]
+        from hla_deploy.ops.triton.chunk_fwd import FWD_H_BLOCKS
+        r["fwd_h_blocks_used"] = list(FWD_H_BLOCKS)
+        r["triton_fwd_ms"] = bench(tri_fwd)
+        hs, hm, hc, _ = chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, True, False)
+        r["triton_fwd_h_ms"] = bench(lambda: chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, True, False))
+        r["triton_fwd_o_ms"] = bench(lambda: chunk_hla2_fwd_o(q, k, v, gam, hs, hm, hc, 0.0, cs, dt))
+        del hs, hm, hc
+
+        qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
+
+        def tri_fwd_bwd():
+            o, _ = hla_attention_triton(qg, kg, vg, "hla2", args.decay, False, 1e-6, 0.0, None, False)
+            o.backward(do)
+
+        r["triton_fwd_bwd_ms"] = bench(tri_fwd_bwd)
+        # backward kernels alone (the backward also re-runs fwd_h to recompute the chunk states)
+        from hla_deploy.ops.triton.chunk_bwd import chunk_hla2_bwd_dh, chunk_hla2_bwd_dqkv
+        hs, hm, hc, _ = chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, False, False)
+        (dhs, dhm, dhc), _ = chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0, cs, False)
+        r["triton_bwd_dh_ms"] = bench(lambda: chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0, cs, False))
+        r["triton_bwd_dqkv_ms"] = bench(lambda: chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, hc, dhs, dhm, dhc,
+                                                                    0.0, cs))
+        del hs, hm, hc, dhs, dhm, dhc
+
+        qs, ks, vs, dos = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        r["sdpa_fwd_ms"] = bench(lambda: sdpa(qs, ks, vs, is_causal=True))
+        qsg, ksg, vsg = (x.detach().clone().requires_grad_() for x in (qs, ks, vs))
+        r["sdpa_fwd_bwd_ms"] = bench(lambda: sdpa(qsg, ksg, vsg, is_causal=True).backward(dos))
+
+        if not args.no_chunk:
+            kw = dict(variant="hla2", decay=args.decay, output_final_state=True, backend="chunk")
+            with torch.no_grad():
+                o_c, s_c = hla_attention(q, k, v, **kw)
+                o_t, s_t = tri_fwd()
+            r["check_o_rel_rms_vs_chunk"] = float((o_t.float() - o_c.float()).norm() / o_c.float().norm())
+            r["check_state_rel_rms_vs_chunk"] = float((s_t - s_c).norm() / s_c.norm())
+            with torch.no_grad():
+                r["chunk_fwd_ms"] = bench(lambda: hla_attention(q, k, v, **kw))
+            kwb = dict(kw, output_final_state=False)
+            r["chunk_fwd_bwd_ms"] = bench(lambda: hla_attention(qg, kg, vg, **kwb)[0].backward(do))
+            r["fwd_speedup_vs_chunk"] = r["chunk_fwd_ms"] / r["triton_fwd_ms"]
+            r["fwd_bwd_speedup_vs_chunk"] = r["chunk_fwd_bwd_ms"] / r["triton_fwd_bwd_ms"]
+        r["fwd_time_ratio_to_sdpa"] = r["triton_fwd_ms"] / r["sdpa_fwd_ms"]
+        r["fwd_bwd_time_ratio_to_sdpa"] = r["triton_fwd_bwd_ms"] / r["sdpa_fwd_bwd_ms"]
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        import os
+        os.replace(args.out + ".tmp", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
