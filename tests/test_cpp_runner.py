@@ -94,3 +94,51 @@ def test_runner_errors(built, model_path, tmp_path):
     onnx.save(proto, str(tmp_path / "nometa.onnx"))
     proc = _run(exe, "--model", tmp_path / "nometa.onnx", "--library", lib)
     assert proc.returncode == 1 and "op_contract_version" in proc.stderr
+
+
+# ---- the build machinery (hla_deploy.plugins) ------------------------------------------------------
+
+def test_build_plugins_cli(built, capsys):
+    import argparse
+    import hla_deploy.plugins as plugins
+    parser = argparse.ArgumentParser()
+    plugins.add_arguments(parser)
+    assert plugins.run(parser.parse_args(["--quiet"])) == 0
+    out = capsys.readouterr().out
+    assert f"custom-op library: {built[0]}" in out and f"C++ runner: {built[1]}" in out
+
+
+def test_missing_headers_is_a_plugin_build_error(tmp_path, monkeypatch):
+    from hla_deploy.plugins import build
+    empty = tmp_path / "no_headers"
+    empty.mkdir()
+    monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("ONNXRUNTIME_INCLUDE_DIR", str(empty))
+    with pytest.raises(PluginBuildError, match=r"no_headers does not contain onnxruntime_cxx_api.h"):
+        build.ort_library_path(build=True, verbose=False)
+    with pytest.raises(PluginBuildError, match=r"custom-op library not found at .*libhla_ort_op.so"):
+        build.ort_library_path(build=False)
+
+
+def test_apt_sources_parsing():
+    """The headers fetch reuses the Debian archive named by the machine's apt sources."""
+    from hla_deploy.plugins import ort_headers as oh
+    deb822 = ("Types: deb\nURIs: file:///srv/mirror/debian\nSuites: bookworm bookworm-updates\n"
+              "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+              "Types: deb\nURIs: file:///srv/mirror/debian-security\nSuites: bookworm-security\n"
+              "Components: main\n\n"
+              "Types: deb-src\nURIs: file:///srv/src\nSuites: bookworm\nComponents: main\n")
+    assert oh._parse_deb822(deb822) == [
+        ("file:///srv/mirror/debian", ["bookworm", "bookworm-updates"],
+         "/usr/share/keyrings/debian-archive-keyring.gpg"),
+        ("file:///srv/mirror/debian-security", ["bookworm-security"], "")]
+    one_line = ("# comment\ndeb [arch=amd64 signed-by=/k.gpg] file:///srv/mirror/debian trixie main\n"
+                "deb-src file:///srv/src bookworm main\ndeb file:///srv/other stable main contrib\n")
+    assert oh._parse_one_line_list(one_line) == [("file:///srv/mirror/debian", ["trixie"], "/k.gpg"),
+                                                  ("file:///srv/other", ["stable"], "")]
+
+
+def test_trt_plugin_path_is_reexported_lazily():
+    import hla_deploy.plugins as plugins
+    assert callable(plugins.trt_plugin_path)
+    assert "trt_plugin_path" in plugins.__all__
