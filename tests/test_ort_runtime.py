@@ -130,6 +130,24 @@ def test_fp16_export_matches_torch(lib, tmp_path):
 
 
 @needs_model
+def test_cuda_ep_matches_cpu(exported, lib):
+    from hla_deploy.runtime import OrtHLASession
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider here (CPU-only wheel): the CUDA-EP op "
+                    "cannot run; its kernels are tested in plugins/common")
+    _, path = exported["hla2-decay-normalize"]
+    cpu = OrtHLASession(path, library=lib)
+    gpu = OrtHLASession(path, device="cuda", library=lib)
+    ids = np.random.default_rng(4).integers(0, 256, (2, 20)).astype(np.int64)
+    for s in (cpu, gpu):
+        s.reset(2)
+    a = [cpu.prefill(ids[:, :10])[:, -1]] + [cpu.step(ids[:, t]) for t in range(10, 20)]
+    b = [gpu.prefill(ids[:, :10])[:, -1]] + [gpu.step(ids[:, t]) for t in range(10, 20)]
+    assert rel_rms(np.stack(b), np.stack(a)) <= 1e-5
+    assert rel_rms(gpu.get_state(), cpu.get_state()) <= 1e-5
+
+
+@needs_model
 def test_iobinding_equals_stateless_run(exported, lib):
     from hla_deploy.runtime import OrtHLASession
     _, path = exported["hla2-decay-normalize"]
