@@ -93,6 +93,29 @@ def test_parity_fp32_all_variants(lib, variant, decay, normalize, ridge):
         assert rel_rms(s, rs) <= 2e-6, (B, T, d, dv, rel_rms(s, rs))
 
 
+@pytest.mark.parametrize("variant", ["hla2", "ahla", "hla3"])
+def test_parity_random_shapes(lib, variant):
+    """Random B, H, T, d, dv (seeded), random normalize / ridge / per-head decay where allowed."""
+    rng = np.random.default_rng({"hla2": 21, "ahla": 22, "hla3": 23}[variant])
+    for _ in range(6):
+        B, H, T = (int(x) for x in (rng.integers(1, 4), rng.integers(1, 6), rng.integers(1, 34)))
+        d, dv = (int(x) for x in rng.choice([1, 3, 8, 17, 32], size=2))
+        normalize = int(rng.integers(0, 2))
+        ridge = float(rng.choice([0.0, 0.3])) if variant == "hla2" else 0.0
+        decay = [1.0] * H if variant == "hla3" else [float(x) for x in rng.uniform(0.8, 1.0, size=H)]
+        sess = single_node_session(single_node_model("float32", **_attrs(variant, decay, normalize, ridge)), lib)
+        q, k, v = _inputs(rng, B, T, H, d, dv, normalize)
+        N = ref_state_size(variant, d, dv, bool(normalize), ridge)
+        q0, k0, v0 = _inputs(rng, B, 4, H, d, dv, normalize, np.float64)
+        s0 = _ref(q0, k0, v0, variant, decay, normalize, ridge)[1].astype(np.float32)  # a reachable state
+        assert s0.shape == (B, H, N)
+        o, s = sess.run(None, {"q": q, "k": k, "v": v, "state": s0})
+        ro, rs = _ref(q, k, v, variant, decay, normalize, ridge, s0)
+        shape = dict(B=B, H=H, T=T, d=d, dv=dv, normalize=normalize, ridge=ridge)
+        assert rel_rms(o, ro) <= 2e-5, (shape, rel_rms(o, ro))
+        assert rel_rms(s, rs) <= 2e-6, (shape, rel_rms(s, rs))
+
+
 @pytest.mark.parametrize("variant,decay,normalize,ridge", [CASES[2], CASES[4], CASES[6], CASES[8]])
 def test_state_carried_across_calls(lib, variant, decay, normalize, ridge):
     """prefill T1, then T = 1 steps, then T2 tokens, each from the previous state_out == one call."""
