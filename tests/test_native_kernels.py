@@ -296,16 +296,39 @@ def test_in_place_state_and_thread_counts(capi, T):
     assert rel_rms(st_ref, s64) < STATE_BOUND
 
 
-def test_many_heads_threaded_large_decode(capi):
-    """Enough work to use several threads (B*H*N above the threading threshold)."""
-    B, T, H, d, dv = 4, 1, 8, 32, 32
+def test_worker_pool_bitwise_and_concurrent_callers(capi):
+    """Enough work for the worker pool (>= 64K state-element updates per part): every thread count
+    gives the same bits, also with several Python threads calling at once (ctypes releases the GIL;
+    a caller that finds the pool busy runs on its own thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+    B, T, H, d, dv = 4, 3, 8, 64, 48
     rng = np.random.default_rng(5)
-    q, k, v = (x.astype(np.float32) for x in make_inputs(rng, B, T, H, d, dv, "hla3", False))
-    st = random_state(rng, B, H, "hla3", d, dv, False, 0.0, warm=True)
-    o, st_out = capi.forward_cpu(q, k, v, st, variant="hla3", num_threads=0)
-    o_ref, st_ref = ref_recurrent(q, k, v, st, "hla3")
-    assert rel_rms(o, o_ref) < BOUNDS["float32"]
-    assert rel_rms(st_out, st_ref) < STATE_BOUND
+    decay = rng.uniform(0.8, 1.0, size=H).astype(np.float32)
+    q, k, v = (x.astype(np.float32) for x in make_inputs(rng, B, T, H, d, dv, "hla3", True))
+    st = random_state(rng, B, H, "hla3", d, dv, True, 0.0, warm=True)
+    assert B * H * T * st.shape[-1] >= 8 * 65536  # up to 8 parts
+    o1, s1 = capi.forward_cpu(q, k, v, st, variant="hla3", normalize=True, num_threads=1)
+    o_ref, st_ref = ref_recurrent(q, k, v, st, "hla3", 1.0, True)
+    assert rel_rms(o1, o_ref) < BOUNDS["float32"]
+    assert rel_rms(s1, st_ref) < STATE_BOUND
+    for nt in (2, 3, 5, 8, 0):
+        o_n, s_n = capi.forward_cpu(q, k, v, st, variant="hla3", normalize=True, num_threads=nt)
+        np.testing.assert_array_equal(o_n, o1)
+        np.testing.assert_array_equal(s_n, s1)
+    # hla2 with per-head decay, concurrent callers with different thread counts
+    q2, k2, v2 = (x.astype(np.float32) for x in make_inputs(rng, B, T, H, d, dv, "hla2", False))
+    st2 = random_state(rng, B, H, "hla2", d, dv, False, 0.0, warm=True)
+    o_a, s_a = capi.forward_cpu(q2, k2, v2, st2, variant="hla2", decay=decay, num_threads=1)
+
+    def call(i):
+        if i % 2:
+            return capi.forward_cpu(q2, k2, v2, st2, variant="hla2", decay=decay, num_threads=4)
+        return capi.forward_cpu(q, k, v, st, variant="hla3", normalize=True, num_threads=3)
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(call, range(16)))
+    for i, (o_i, s_i) in enumerate(results):
+        np.testing.assert_array_equal(o_i, o_a if i % 2 else o1)
+        np.testing.assert_array_equal(s_i, s_a if i % 2 else s1)
 
 
 def test_state_size_matches_python_layout(capi):
