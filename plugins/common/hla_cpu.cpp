@@ -291,8 +291,9 @@ class Pool {
     return pool;
   }
 
-  // Runs f(0) .. f(parts - 1), on up to parts - 1 workers plus the calling thread.
-  void run(int64_t parts, const std::function<void(int64_t)>& f) {
+  // Runs f(0) .. f(parts - 1) on threads - 1 workers plus the calling thread; parts are handed out
+  // one at a time, so a thread that is descheduled (shared machine) holds up only its current part.
+  void run(int64_t parts, int64_t threads, const std::function<void(int64_t)>& f) {
     std::unique_lock<std::mutex> region(region_mu_, std::try_to_lock);
     if (!region.owns_lock() || !same_process()) {
       for (int64_t i = 0; i < parts; ++i) f(i);
@@ -300,7 +301,7 @@ class Pool {
     }
     try {
       const uint64_t current = generation_;  // only written by the region holder (this thread)
-      while (int64_t(workers_.size()) < std::min<int64_t>(parts - 1, kMaxWorkers))
+      while (int64_t(workers_.size()) < std::min<int64_t>(threads - 1, kMaxWorkers))
         workers_.emplace_back([this, current] { loop(current); });
     } catch (...) {  // could not start a thread: use the ones we have
     }
@@ -397,10 +398,11 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
     run_pairs(job, 0, pairs);
     return;
   }
-  const std::function<void(int64_t)> part = [&job, pairs, nt](int64_t i) {
-    run_pairs(job, pairs * i / nt, pairs * (i + 1) / nt);
+  const int64_t parts = std::min<int64_t>(pairs, 4 * nt);
+  const std::function<void(int64_t)> part = [&job, pairs, parts](int64_t i) {
+    run_pairs(job, pairs * i / parts, pairs * (i + 1) / parts);
   };
-  Pool::instance().run(nt, part);
+  Pool::instance().run(parts, nt, part);
 }
 
 }  // namespace hla
