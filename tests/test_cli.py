@@ -1,0 +1,50 @@
+"""The `hla-deploy` entry point and the README's two set-up commands (what CI runs)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hla_deploy.cli import COMMANDS, build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block(text, name):
+    m = re.search(rf"<!-- {name} -->\n```\n(.*?)\n```\n<!-- /{name} -->", text, re.S)
+    assert m, f"README.md has no <!-- {name} --> block"
+    return m.group(1).strip()
+
+
+def test_readme_has_exactly_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    main, tests = _block(text, "main-command"), _block(text, "test-command")
+    assert len(main.splitlines()) == 1 and len(tests.splitlines()) == 1
+    assert "pip install torch==2.13.0" in main and main.endswith("hla-deploy quickstart")
+    assert "pip install -e '.[test]'" in tests and "pytest" in tests
+    assert text.count("<!-- main-command -->") == 1 and text.count("<!-- test-command -->") == 1
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    # .ci/run extracts the block between the test-command markers and executes it
+    out = subprocess.run(["bash", "-c", ci.split("if [ -z")[0] + 'printf "%s" "$cmd"'],
+                         cwd=ROOT / ".ci", capture_output=True, text=True, check=True).stdout
+    assert out.strip() == _block((ROOT / "README.md").read_text(), "test-command")
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "hla_deploy", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for name, _, _ in COMMANDS:
+        assert name in out
+    parser = build_parser()
+    for name, _, _ in COMMANDS:  # every subcommand parses its own --help without error
+        try:
+            parser.parse_args([name, "--help"])
+        except SystemExit as e:
+            assert e.code == 0
+
+
+def test_no_command_prints_help_and_exits_zero():
+    r = subprocess.run([sys.executable, "-m", "hla_deploy"], capture_output=True, text=True)
+    assert r.returncode == 0 and "quickstart" in r.stdout
