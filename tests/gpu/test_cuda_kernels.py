@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():  # one skip with the reason, not one per parametrised case
+    pytest.skip("no CUDA GPU (torch.cuda): the CUDA kernels run only on a GPU machine",
+                allow_module_level=True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 from test_native_kernels import (BOUNDS, STATE_BOUND, load_capi_module, make_inputs,  # noqa: E402
                                  random_state, ref_recurrent, rel_rms)
