@@ -3,6 +3,7 @@
     OrtHLASession(onnx_path, device="cpu"|"cuda", library=None)   ONNX Runtime + custom op
     TrtHLASession(plan_path, plugin_path=None)                     TensorRT (hla_deploy.runtime.trt_session)
     sampling.sample_next / make_rng                                shared next-token sampler
+    session_base.HLASessionBase                                    what both sessions share (checks, generate)
 
 Both sessions offer run (stateless), reset / prefill / step (state kept on the device) and
 generate. Imports are lazy: importing this package loads neither onnxruntime nor TensorRT.

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .sampling import check_sampling_args, make_rng, sample_next
-
 from hla_deploy import OP_CONTRACT_VERSION
+
+from .session_base import INPUTS as _INPUTS
+from .session_base import OUTPUTS as _OUTPUTS
+from .session_base import HLASessionBase
 
 #: Op contract versions this runtime implements (docs/OP_CONTRACT.md).
 KNOWN_CONTRACT_VERSIONS = (str(OP_CONTRACT_VERSION),)
 
-_INPUTS = ("input_ids", "state")
-_OUTPUTS = ("logits", "state_out")
 
+class OrtHLASession(HLASessionBase):
+    """ONNX Runtime session over an exported hla-deploy model (see module docstring).
 
-class OrtHLASession:
-    """ONNX Runtime session over an exported hla-deploy model (see module docstring)."""
+    Input checks, reset/prefill/step bookkeeping and generate come from HLASessionBase."""
 
     def __init__(self, onnx_path: Union[str, Path], device: str = "cpu",
                  library: Optional[Union[str, Path]] = None, *, device_id: int = 0,
@@ -89,9 +90,7 @@ class OrtHLASession:
         self._check_metadata()
         self.config: dict = json.loads(self.metadata["hla_deploy.config"])
         self._check_interface()
-        self._states: Optional[List] = None
-        self._cur = 0
-        self.batch_size: Optional[int] = None
+        super().__init__()
 
     # ---- model description -------------------------------------------------------------------
 
@@ -130,112 +129,27 @@ class OrtHLASession:
     def providers(self) -> List[str]:
         return self._sess.get_providers()
 
-    def state_shape(self, batch_size: int) -> Tuple[int, int, int, int]:
-        """[L, B, H, N]."""
-        return (self.n_layers, int(batch_size), self.n_heads, self.state_size)
+    # ---- backend hooks (HLASessionBase) ----------------------------------------------------------
 
-    # ---- input checks --------------------------------------------------------------------------
-
-    def _check_ids(self, input_ids, name: str = "input_ids", rank: int = 2) -> np.ndarray:
-        ids = np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.ndim != rank:
-            want = "[B, T]" if rank == 2 else "[B]"
-            raise ValueError(f"{name} must have rank {rank} {want}, got shape {ids.shape}")
-        if ids.size == 0:
-            raise ValueError(f"{name} is empty (shape {ids.shape}); need B >= 1 and T >= 1")
-        if ids.min() < 0 or ids.max() >= self.vocab_size:
-            raise ValueError(f"{name} has ids outside [0, {self.vocab_size}): min {ids.min()}, max {ids.max()}")
-        return np.ascontiguousarray(ids, dtype=np.int64)
-
-    def _check_state(self, state, batch_size: int) -> np.ndarray:
-        st = np.asarray(state)
-        want = self.state_shape(batch_size)
-        if st.dtype != np.float32:
-            raise TypeError(f"state must be float32 (the recurrent state is float32 always), got {st.dtype}")
-        if st.shape != want:
-            raise ValueError(f"state has shape {st.shape}, expected [L, B, H, N] = {list(want)}")
-        return np.ascontiguousarray(st)
-
-    # ---- stateless -------------------------------------------------------------------------------
-
-    def init_state(self, batch_size: int = 1) -> np.ndarray:
-        """Zero state [L, B, H, N] float32 (numpy, host)."""
-        return np.zeros(self.state_shape(batch_size), dtype=np.float32)
-
-    def run(self, input_ids, state=None) -> Tuple[np.ndarray, np.ndarray]:
-        """Stateless call: input_ids [B, T] int, state [L, B, H, N] float32 (None: zeros)
-        -> (logits [B, T, V] float32, state_out [L, B, H, N] float32)."""
-        ids = self._check_ids(input_ids)
-        st = self.init_state(ids.shape[0]) if state is None else self._check_state(state, ids.shape[0])
-        logits, state_out = self._sess.run(list(_OUTPUTS), {"input_ids": ids, "state": st})
+    def _run_stateless(self, ids: np.ndarray, state: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        logits, state_out = self._sess.run(list(_OUTPUTS), {"input_ids": ids, "state": state})
         return logits, state_out
 
-    # ---- stateful, state kept on the device --------------------------------------------------------
-
-    def reset(self, batch_size: int = 1) -> None:
-        """Start fresh sequences: zero state for `batch_size` rows, allocated on the device."""
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def _new_states(self, batch_size: int) -> list:
         zeros = self.init_state(batch_size)
         ov = self._ort.OrtValue.ortvalue_from_numpy
-        # Two buffers: one is the state read by the next call, the other receives state_out.
-        self._states = [ov(zeros, self._ort_device, self.device_id), ov(zeros, self._ort_device, self.device_id)]
-        self._cur = 0
-        self.batch_size = int(batch_size)
+        return [ov(zeros, self._ort_device, self.device_id), ov(zeros, self._ort_device, self.device_id)]
 
-    def get_state(self) -> np.ndarray:
-        """Copy of the current device state [L, B, H, N] to the host (for inspection/tests)."""
-        if self._states is None:
-            raise RuntimeError("no state yet: call reset(batch_size) or prefill() first")
-        return self._states[self._cur].numpy().copy()
+    def _state_to_host(self, buf) -> np.ndarray:
+        return buf.numpy().copy()
 
-    def _bound_call(self, ids: np.ndarray) -> np.ndarray:
-        if self._states is None:
-            self.reset(ids.shape[0])
-        elif ids.shape[0] != self.batch_size:
-            raise ValueError(f"input has batch size {ids.shape[0]} but the session state holds "
-                             f"{self.batch_size} rows; call reset({ids.shape[0]}) first")
+    def _forward(self, ids: np.ndarray, states: list, cur: int) -> Tuple[np.ndarray, int]:
+        """One IOBinding call: ids [B, T] from states[cur] into states[1 - cur]; (logits [B, T, V], 1 - cur)."""
         io = self._sess.io_binding()
         io.bind_cpu_input("input_ids", ids)
-        io.bind_ortvalue_input("state", self._states[self._cur])
+        io.bind_ortvalue_input("state", states[cur])
         io.bind_output("logits", "cpu")
-        io.bind_ortvalue_output("state_out", self._states[1 - self._cur])
+        io.bind_ortvalue_output("state_out", states[1 - cur])
         self._sess.run_with_iobinding(io)
         logits = io.get_outputs()[0].numpy()
-        self._cur = 1 - self._cur  # state_out becomes the next state
-        return logits
-
-    def prefill(self, input_ids) -> np.ndarray:
-        """Run [B, T] tokens from the current state (fresh after reset); returns logits [B, T, V]."""
-        return self._bound_call(self._check_ids(input_ids))
-
-    def step(self, token_ids) -> np.ndarray:
-        """Run one token per row [B]; returns logits [B, V]."""
-        ids = self._check_ids(token_ids, name="token_ids", rank=1)
-        return self._bound_call(ids[:, None])[:, 0, :]
-
-    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
-                 top_k: Optional[int] = None, seed: Optional[int] = None) -> List[int]:
-        """Batch-1 generation: one prefill of the prompt, then one step per new token.
-        Returns ONLY the new token ids (like hla_deploy.models.generate)."""
-        prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
-        if not prompt:
-            raise ValueError("generate: prompt_ids must hold at least one token")
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        check_sampling_args(temperature, top_k)
-        rng = make_rng(seed)
-        out: List[int] = []
-        if max_new_tokens == 0:
-            return out
-        self.reset(1)
-        logits = self.prefill(np.asarray([prompt], dtype=np.int64))[:, -1, :]  # [1, V]
-        for i in range(max_new_tokens):
-            nxt = int(sample_next(logits[0], temperature, top_k, rng))
-            out.append(nxt)
-            if i + 1 == max_new_tokens:
-                break
-            logits = self.step(np.asarray([nxt], dtype=np.int64))
-        return out
+        return logits, 1 - cur

@@ -17,19 +17,19 @@ output to alias an input, so the state cannot be updated in place. Inputs longer
 engine's profile (max T) are fed in chunks, carrying the state (exact for a recurrence).
 
 Needs TensorRT's Python package, torch with CUDA and a GPU; each missing piece raises a clear
-error naming it. Sampling is hla_deploy.runtime.sampling (shared with OrtHLASession).
+error naming it. Input checks, state bookkeeping and generate (sampling with
+hla_deploy.runtime.sampling) are hla_deploy.runtime.session_base, shared with OrtHLASession.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from .sampling import check_sampling_args, make_rng, sample_next
-
-_INPUTS = ("input_ids", "state")
-_OUTPUTS = ("logits", "state_out")
+from .session_base import INPUTS as _INPUTS
+from .session_base import OUTPUTS as _OUTPUTS
+from .session_base import HLASessionBase
 
 
 class TensorRTUnavailableError(RuntimeError):
@@ -59,8 +59,10 @@ def _import_torch_cuda():
     return torch
 
 
-class TrtHLASession:
-    """TensorRT session over an hla-deploy engine (see module docstring)."""
+class TrtHLASession(HLASessionBase):
+    """TensorRT session over an hla-deploy engine (see module docstring).
+
+    Input checks, reset/prefill/step bookkeeping and generate come from HLASessionBase."""
 
     def __init__(self, plan_path: Union[str, Path], plugin_path: Optional[Union[str, Path]] = None, *,
                  device_id: int = 0):
@@ -96,9 +98,7 @@ class TrtHLASession:
                 raise RuntimeError(f"TensorRT could not create an execution context for {self.path}")
             self._stream = torch.cuda.Stream(device=self.device)
         self._describe()
-        self._states: Optional[list] = None
-        self._cur = 0
-        self.batch_size: Optional[int] = None
+        super().__init__()
 
     # ---- engine description ------------------------------------------------------------------------
 
@@ -130,36 +130,16 @@ class TrtHLASession:
             raise ValueError(f"{self.path}: the profile's smallest input_ids is {mn}; it must allow [1, 1]")
         self.max_batch, self.max_seq = int(mx[0]), int(mx[1])
 
-    def state_shape(self, batch_size: int) -> Tuple[int, int, int, int]:
-        """[L, B, H, N]."""
-        return (self.n_layers, int(batch_size), self.n_heads, self.state_size)
+    # ---- batch limits (the engine's optimisation profile) -----------------------------------------
 
-    # ---- input checks ------------------------------------------------------------------------------
-
-    def _check_ids(self, input_ids, name: str = "input_ids", rank: int = 2) -> np.ndarray:
-        ids = np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.ndim != rank:
-            want = "[B, T]" if rank == 2 else "[B]"
-            raise ValueError(f"{name} must have rank {rank} {want}, got shape {ids.shape}")
-        if ids.size == 0:
-            raise ValueError(f"{name} is empty (shape {ids.shape}); need B >= 1 and T >= 1")
-        if ids.min() < 0 or ids.max() >= self.vocab_size:
-            raise ValueError(f"{name} has ids outside [0, {self.vocab_size}): min {ids.min()}, max {ids.max()}")
-        if ids.shape[0] > self.max_batch:
-            raise ValueError(f"{name} has batch size {ids.shape[0]}, but the engine was built for at most "
+    def _check_batch_size(self, name: str, batch_size: int) -> None:
+        if batch_size > self.max_batch:
+            raise ValueError(f"{name} has batch size {batch_size}, but the engine was built for at most "
                              f"{self.max_batch} (rebuild with --max-batch)")
-        return np.ascontiguousarray(ids, dtype=np.int64)
 
-    def _check_state(self, state, batch_size: int) -> np.ndarray:
-        st = np.asarray(state)
-        want = self.state_shape(batch_size)
-        if st.dtype != np.float32:
-            raise TypeError(f"state must be float32 (the recurrent state is float32 always), got {st.dtype}")
-        if st.shape != want:
-            raise ValueError(f"state has shape {st.shape}, expected [L, B, H, N] = {list(want)}")
-        return np.ascontiguousarray(st)
+    def _check_reset_batch_size(self, batch_size: int) -> None:
+        if int(batch_size) < 1 or int(batch_size) > self.max_batch:
+            raise ValueError(f"batch_size must be in [1, {self.max_batch}] (the engine's profile), got {batch_size}")
 
     # ---- execution ---------------------------------------------------------------------------------
 
@@ -197,80 +177,19 @@ class TrtHLASession:
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             return torch.zeros(self.state_shape(batch_size), dtype=torch.float32, device=self.device)
 
-    # ---- stateless ---------------------------------------------------------------------------------
+    # ---- backend hooks (HLASessionBase) ----------------------------------------------------------
 
-    def init_state(self, batch_size: int = 1) -> np.ndarray:
-        """Zero state [L, B, H, N] float32 (numpy, host)."""
-        return np.zeros(self.state_shape(batch_size), dtype=np.float32)
-
-    def run(self, input_ids, state=None) -> Tuple[np.ndarray, np.ndarray]:
-        """Stateless call: input_ids [B, T] int, state [L, B, H, N] float32 (None: zeros)
-        -> (logits [B, T, V] float32, state_out [L, B, H, N] float32)."""
-        ids = self._check_ids(input_ids)
-        B = ids.shape[0]
-        st = self.init_state(B) if state is None else self._check_state(state, B)
+    def _run_stateless(self, ids: np.ndarray, state: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            states = [torch.from_numpy(st).to(self.device), self._zeros(B)]
+            states = [torch.from_numpy(state).to(self.device), self._zeros(ids.shape[0])]
         logits, cur = self._forward(ids, states, 0)
         with torch.cuda.stream(self._stream):
             return logits, states[cur].cpu().numpy()
 
-    # ---- stateful, state kept on the device ----------------------------------------------------------
+    def _new_states(self, batch_size: int) -> list:
+        return [self._zeros(batch_size), self._zeros(batch_size)]
 
-    def reset(self, batch_size: int = 1) -> None:
-        """Start fresh sequences: zero state for `batch_size` rows, allocated on the device."""
-        if int(batch_size) < 1 or int(batch_size) > self.max_batch:
-            raise ValueError(f"batch_size must be in [1, {self.max_batch}] (the engine's profile), got {batch_size}")
-        self._states = [self._zeros(batch_size), self._zeros(batch_size)]
-        self._cur = 0
-        self.batch_size = int(batch_size)
-
-    def get_state(self) -> np.ndarray:
-        """Copy of the current device state [L, B, H, N] to the host (for inspection/tests)."""
-        if self._states is None:
-            raise RuntimeError("no state yet: call reset(batch_size) or prefill() first")
+    def _state_to_host(self, buf) -> np.ndarray:
         with self._torch.cuda.stream(self._stream):
-            return self._states[self._cur].cpu().numpy().copy()
-
-    def _bound_call(self, ids: np.ndarray) -> np.ndarray:
-        if self._states is None:
-            self.reset(ids.shape[0])
-        elif ids.shape[0] != self.batch_size:
-            raise ValueError(f"input has batch size {ids.shape[0]} but the session state holds "
-                             f"{self.batch_size} rows; call reset({ids.shape[0]}) first")
-        logits, self._cur = self._forward(ids, self._states, self._cur)
-        return logits
-
-    def prefill(self, input_ids) -> np.ndarray:
-        """Run [B, T] tokens from the current state (fresh after reset); returns logits [B, T, V]."""
-        return self._bound_call(self._check_ids(input_ids))
-
-    def step(self, token_ids) -> np.ndarray:
-        """Run one token per row [B]; returns logits [B, V]."""
-        ids = self._check_ids(token_ids, name="token_ids", rank=1)
-        return self._bound_call(ids[:, None])[:, 0, :]
-
-    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
-                 top_k: Optional[int] = None, seed: Optional[int] = None) -> List[int]:
-        """Batch-1 generation: one prefill of the prompt, then one step per new token.
-        Returns ONLY the new token ids (like hla_deploy.models.generate)."""
-        prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
-        if not prompt:
-            raise ValueError("generate: prompt_ids must hold at least one token")
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        check_sampling_args(temperature, top_k)
-        rng = make_rng(seed)
-        out: List[int] = []
-        if max_new_tokens == 0:
-            return out
-        self.reset(1)
-        logits = self.prefill(np.asarray([prompt], dtype=np.int64))[:, -1, :]  # [1, V]
-        for i in range(max_new_tokens):
-            nxt = int(sample_next(logits[0], temperature, top_k, rng))
-            out.append(nxt)
-            if i + 1 == max_new_tokens:
-                break
-            logits = self.step(np.asarray([nxt], dtype=np.int64))
-        return out
+            return buf.cpu().numpy().copy()
