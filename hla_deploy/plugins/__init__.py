@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .build import PluginBuildError, _mark_built, build_dir, cmake_build, ort_library_path, ort_runner_path
+from .build import PluginBuildError, build_dir, cmake_build, ort_library_path, ort_runner_path
 
 __all__ = ["PluginBuildError", "build_dir", "cmake_build", "ort_library_path", "ort_runner_path",
            "trt_plugin_path", "add_arguments", "run"]
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     verbose = not args.quiet
     try:
         targets = ["hla_ort_op"] + ([] if args.no_runner else ["hla_runner"])
-        cmake_build(targets, verbose=verbose)
-        _mark_built(*targets)
+        cmake_build(targets, verbose=verbose)  # stamps the targets (fresh for ort_library_path)
         print(f"ONNX Runtime custom-op library: {ort_library_path(build=False)}")
         if not args.no_runner:
             print(f"C++ runner: {ort_runner_path(build=False)}")

@@ -2,12 +2,13 @@
 
     ort_library_path(build=True) -> Path   libhla_ort_op.so (ONNX Runtime custom-op library)
     ort_runner_path(build=True)  -> Path   hla_runner (C++ runner linked against the wheel's ORT)
-    cmake_build(targets, cmake_args=())    configure + build any target (used by trt_build too)
+    cmake_build(targets, cmake_args=())    configure + build any target of the ORT build
 
 The build directory is ``$HLA_DEPLOY_BUILD_DIR`` or ``<repo>/plugins/build/`` (ignored by git).
-A library is rebuilt when a source under ``plugins/`` is newer than it. Builds are serialised with
-a lock file, so parallel test processes do not race. Every failure raises ``PluginBuildError``
-with the command and the tail of its output.
+A library is rebuilt when a source under ``plugins/`` is newer than its stamp file. Builds are
+serialised with a lock file, so parallel test processes do not race. Every failure raises
+``PluginBuildError`` with the command and the tail of its output. The CMake plumbing (lock,
+commands, stamps) is ``hla_deploy.plugins.cmake``, shared with the TensorRT build.
 
 ONNX Runtime headers come from ``hla_deploy.plugins.ort_headers`` (``ONNXRUNTIME_INCLUDE_DIR`` or
 Debian's libonnxruntime-dev 1.21 unpacked into ``<repo>/.deps/``). The runner links the PyPI
@@ -16,36 +17,22 @@ wheel's ``onnxruntime/capi/libonnxruntime.so.1.x.y`` through a symlink named by 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
+
+from .cmake import (PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, repo_root,
+                    require_cmake)
 
 ORT_OP_LIBRARY = "libhla_ort_op.so"
 ORT_RUNNER = "hla_runner"
-
-
-class PluginBuildError(RuntimeError):
-    """A native plugin could not be built or found."""
+#: Subdirectories of plugins/ whose sources the ONNX Runtime library and runner are built from.
+ORT_SOURCE_SUBDIRS = ("cmake", "common", "ort_hla")
 
 
 # ---- locations -----------------------------------------------------------------------------------
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def plugins_source_dir() -> Path:
-    src = repo_root() / "plugins"
-    if not (src / "CMakeLists.txt").is_file():
-        raise PluginBuildError(
-            f"native sources not found at {src} (plugins/CMakeLists.txt): build from a source checkout "
-            f"of hla-deploy (pip install -e .), or pass the library path explicitly")
-    return src
-
 
 def build_dir() -> Path:
     env = os.environ.get("HLA_DEPLOY_BUILD_DIR")
@@ -93,60 +80,8 @@ def ort_soname_link(bdir: Path) -> Path:
 
 # ---- build -----------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _build_lock(bdir: Path):
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir / ".build.lock", "w") as fh:
-        try:
-            import fcntl
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # non-POSIX: no lock
-            pass
-        yield
-
-
-def _run(cmd: List[str], verbose: bool) -> None:
-    if verbose:
-        print("[hla-deploy build] " + " ".join(cmd), file=sys.stderr)
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    except FileNotFoundError as e:
-        raise PluginBuildError(f"`{cmd[0]}` not found: install CMake (>= 3.18) and a C++17 compiler") from e
-    if proc.returncode != 0:
-        raise PluginBuildError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                               f"--- last output ---\n{proc.stdout[-4000:]}")
-
-
-_ORT_SUBDIRS = ("common", "ort_hla")
-
-
-def _newest_source_mtime(subdirs: Sequence[str] = ("common", "ort_hla", "trt_hla")) -> float:
-    """Newest modification time of the native sources under plugins/<subdirs> and plugins/CMakeLists.txt."""
-    src = plugins_source_dir()
-    newest = (src / "CMakeLists.txt").stat().st_mtime
-    for sub in subdirs:
-        if not (src / sub).is_dir():
-            continue
-        for p in (src / sub).rglob("*"):
-            if p.is_file() and p.suffix in (".h", ".hpp", ".cc", ".cpp", ".cu", ".cuh", ".txt"):
-                newest = max(newest, p.stat().st_mtime)
-    return newest
-
-
-def _stamp(target: str) -> Path:
-    """Written after each successful build of `target`: CMake leaves an up-to-date library's mtime
-    alone, so freshness is judged by the stamp, not by the library file."""
-    return build_dir() / f".{target}.built"
-
-
 def _is_fresh(path: Path, target: str) -> bool:
-    stamp = _stamp(target)
-    return path.is_file() and stamp.is_file() and stamp.stat().st_mtime >= _newest_source_mtime(_ORT_SUBDIRS)
-
-
-def _mark_built(*targets: str) -> None:
-    for t in targets:
-        _stamp(t).touch()
+    return is_fresh(path, build_dir(), target, ORT_SOURCE_SUBDIRS)
 
 
 def _with_cuda_default() -> str:
@@ -166,14 +101,12 @@ def cmake_build(targets: Sequence[str], cmake_args: Iterable[str] = (), *, with_
                 verbose: bool = True, jobs: Optional[int] = None) -> Path:
     """Configure ``plugins/`` into build_dir() and build ``targets``. Returns the build dir.
 
-    ``cmake_args`` are extra ``-D`` options (e.g. ``-DHLA_BUILD_TRT=ON`` from trt_build).
+    ``cmake_args`` are extra ``-D`` options. Each target built is stamped (fresh until a source changes).
     """
     from .ort_headers import OrtHeadersError, ort_include_dir
 
-    if shutil.which("cmake") is None:
-        raise PluginBuildError("`cmake` not found: install CMake (>= 3.18) and a C++17 compiler "
-                               "(e.g. `apt-get install cmake g++` or `pip install cmake`)")
-    src = plugins_source_dir()
+    require_cmake()
+    plugins_source_dir()  # a clear error before fetching headers when the sources are absent
     bdir = build_dir()
     try:
         inc = ort_include_dir(fetch=True, verbose=verbose)
@@ -188,14 +121,7 @@ def cmake_build(targets: Sequence[str], cmake_args: Iterable[str] = (), *, with_
             raise
         if verbose:
             print(f"[hla-deploy build] runner not configured: {e}", file=sys.stderr)
-    with _build_lock(bdir):
-        _run(["cmake", "-S", str(src), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release", *args, *cmake_args],
-             verbose)
-        cmd = ["cmake", "--build", str(bdir), "-j", str(jobs or min(os.cpu_count() or 1, 4))]
-        for t in targets:
-            cmd += ["--target", t]
-        _run(cmd, verbose)
-    return bdir
+    return configure_and_build(bdir, targets, [*args, *cmake_args], verbose=verbose, jobs=jobs)
 
 
 def ort_library_path(build: bool = True, verbose: bool = True) -> Path:
@@ -203,7 +129,6 @@ def ort_library_path(build: bool = True, verbose: bool = True) -> Path:
     lib = ort_library_file()
     if build and not _is_fresh(lib, "hla_ort_op"):
         cmake_build(["hla_ort_op"], verbose=verbose)
-        _mark_built("hla_ort_op")
     if not lib.is_file():
         raise PluginBuildError(
             f"ONNX Runtime custom-op library not found at {lib}"
@@ -216,7 +141,6 @@ def ort_runner_path(build: bool = True, verbose: bool = True) -> Path:
     exe = ort_runner_file()
     if build and not _is_fresh(exe, ORT_RUNNER):
         cmake_build(["hla_ort_op", ORT_RUNNER], verbose=verbose)
-        _mark_built("hla_ort_op", ORT_RUNNER)
     elif exe.is_file():
         ort_soname_link(build_dir())  # keep libonnxruntime.so.1 pointing at the installed wheel
     if not exe.is_file():

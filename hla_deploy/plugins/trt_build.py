@@ -36,9 +36,12 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from .build import PluginBuildError, _build_lock, _newest_source_mtime, _run, plugins_source_dir, repo_root
+from .cmake import PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, repo_root, require_cmake
 
 TRT_PLUGIN_LIBRARY = "libhla_trt_plugin.so"
+TRT_PLUGIN_TARGET = "hla_trt_plugin"
+#: Subdirectories of plugins/ whose sources the TensorRT plugin is built from.
+TRT_SOURCE_SUBDIRS = ("cmake", "common", "trt_hla")
 KERNEL_LENS_REQUIREMENT = "kernel-lens==2.0.1"
 KERNEL_LENS_DIRNAME = "kernel-lens-2.0.1"
 _MARKER = "NvInferRuntime.h"
@@ -162,10 +165,10 @@ def cmake_build_trt(targets: Sequence[str], *, include_dir: Optional[Path] = Non
                     build_dir: Optional[Path] = None, with_cuda: Optional[str] = None,
                     cuda_architectures: Optional[str] = None, cmake_args: Iterable[str] = (),
                     verbose: bool = True, jobs: Optional[int] = None) -> Path:
-    """Configure ``plugins/`` (TensorRT plugin only) and build ``targets``. Returns the build dir."""
-    if shutil.which("cmake") is None:
-        raise PluginBuildError("`cmake` not found: install CMake (>= 3.18) and a C++17 compiler")
-    src = plugins_source_dir()
+    """Configure ``plugins/`` (TensorRT plugin only) and build ``targets``. Returns the build dir.
+    Each target built is stamped (hla_deploy.plugins.cmake), so trt_plugin_path knows it is fresh."""
+    require_cmake()
+    plugins_source_dir()  # a clear error before looking for headers when the sources are absent
     bdir = Path(build_dir) if build_dir is not None else trt_build_dir()
     inc = Path(include_dir) if include_dir is not None else tensorrt_include_dir(fetch=True, verbose=verbose)
     if not _has_headers(inc):
@@ -175,14 +178,7 @@ def cmake_build_trt(targets: Sequence[str], *, include_dir: Optional[Path] = Non
             f"-DTENSORRT_INCLUDE_DIR={inc}"]
     if cuda_architectures:
         args.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_architectures}")
-    with _build_lock(bdir):
-        _run(["cmake", "-S", str(src), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release", *args, *cmake_args],
-             verbose)
-        cmd = ["cmake", "--build", str(bdir), "-j", str(jobs or min(os.cpu_count() or 1, 4))]
-        for t in targets:
-            cmd += ["--target", t]
-        _run(cmd, verbose)
-    return bdir
+    return configure_and_build(bdir, targets, [*args, *cmake_args], verbose=verbose, jobs=jobs)
 
 
 def build_trt_plugin(include_dir: Optional[Path] = None, *, build_dir: Optional[Path] = None,
@@ -191,7 +187,7 @@ def build_trt_plugin(include_dir: Optional[Path] = None, *, build_dir: Optional[
     if shutil.which("nvcc") is None and not os.environ.get("CUDACXX"):
         raise PluginBuildError("the TensorRT plugin needs the CUDA toolkit (nvcc not found on PATH; "
                                "set CUDACXX or add CUDA's bin directory to PATH)")
-    bdir = cmake_build_trt(["hla_trt_plugin"], include_dir=include_dir, build_dir=build_dir, with_cuda="ON",
+    bdir = cmake_build_trt([TRT_PLUGIN_TARGET], include_dir=include_dir, build_dir=build_dir, with_cuda="ON",
                            cuda_architectures=cuda_architectures, verbose=verbose)
     lib = trt_plugin_file(bdir)
     if not lib.is_file():
@@ -200,10 +196,11 @@ def build_trt_plugin(include_dir: Optional[Path] = None, *, build_dir: Optional[
 
 
 def trt_plugin_path(build: bool = True, verbose: bool = True) -> Path:
-    """Path of libhla_trt_plugin.so, building it when missing or older than its sources."""
+    """Path of libhla_trt_plugin.so, building it when missing or older than its sources (judged by
+    the build's stamp file, as for the ONNX Runtime library: CMake leaves an up-to-date library's
+    mtime alone, so comparing the library's mtime would re-run CMake on every call)."""
     lib = trt_plugin_file()
-    fresh = lib.is_file() and lib.stat().st_mtime >= _newest_source_mtime()
-    if build and not fresh:
+    if build and not is_fresh(lib, trt_build_dir(), TRT_PLUGIN_TARGET, TRT_SOURCE_SUBDIRS):
         build_trt_plugin(verbose=verbose)
     if not lib.is_file():
         raise PluginBuildError(f"TensorRT plugin library not found at {lib}"
