@@ -40,6 +40,8 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 
+from .hla_attrs import hla_state_parts
+
 
 def decay_factors(decay: Union[float, Sequence[float]], H: int, T: int, dtype=np.float64):
     """Per-head decay matrices. Returns (Dg [H,T,T], L [T,T], a [H,T], b [H,T], gT [H])."""
@@ -57,21 +59,8 @@ def decay_factors(decay: Union[float, Sequence[float]], H: int, T: int, dtype=np
 
 
 def _split(state, variant, d, dv, normalize, ridge):
-    """state [B,H,N] -> dict of parts in the contract layout (numpy; mirrors hla_deploy.ops.state)."""
-    if variant == "hla2":
-        parts = [("S", (d, d)), ("M", (d, dv))]
-        if normalize:
-            parts.append(("n", (d,)))
-        if ridge != 0.0:
-            parts.append(("C", (d, dv)))
-            if normalize:
-                parts.append(("m", (d,)))
-    elif variant == "ahla":
-        parts = [("P", (d, dv)), ("E", (d, dv))] + ([("mK", (d,)), ("n", (d,))] if normalize else [])
-    elif variant == "hla3":
-        parts = [("S", (d, d)), ("P", (d, dv)), ("F", (d, dv))] + ([("mK", (d,)), ("n", (d,))] if normalize else [])
-    else:
-        raise ValueError(f"unknown HLA variant {variant!r}")
+    """state [B,H,N] -> dict of parts in the contract layout (views; layout from hla_deploy.ops.state)."""
+    parts = hla_state_parts(variant, d, dv, normalize, ridge)
     out, off = {}, 0
     B, H = state.shape[:2]
     for name, shape in parts:
