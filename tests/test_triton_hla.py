@@ -10,9 +10,11 @@ Bounds (asserted):
 - float32: every relative RMS error <= 1e-3 (measured 1e-7 .. 1e-6 on the CPU interpreter;
   on the H200 see docs/BENCHMARKS.md, section triton-prefill).
 - bfloat16 / float16 inputs (state and accumulation float32, operands of the matrix products
-  rounded to the input dtype, o and dq/dk/dv written in the input dtype): bounds BF16_TOL / FP16_TOL
-  below, about 3x the largest error measured over the configurations here (CPU interpreter, T=40:
-  bf16 max 6.9e-3 (o, grads), fp16 max 8.6e-4; H200 numbers in docs/BENCHMARKS.md).
+  rounded to the input dtype, o and dq/dk/dv written in the input dtype): bounds BF16_TOL = 2e-2
+  and FP16_TOL = 3e-3, about 3-4x the largest error measured over the configurations here:
+  bf16 max 6.1e-3 (dq; decay (0.95, 0.7), normalize, ridge 0.25; H200, Triton 3.6), fp16 max
+  7.5e-4 (same; H200 and CPU interpreter agree), fp16 at d=dv=64, T=130: max 6.4e-4 (interpreter).
+  bf16 is skipped on the CPU interpreter, whose bf16 tl.dot is wrong (see the skip reason).
 
 On a machine without CUDA these run under the Triton CPU interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1) at small shapes. With CUDA, the same tests run on the GPU, plus
@@ -114,6 +116,18 @@ def test_float32_value_blocks():
     """dv + normalize = 41 columns: the backward splits the value columns into two blocks."""
     err = _compare(1, 20, 2, 16, 40, torch.float32, 0.9, True, 0.3, seed=4, chunk_size=16)
     assert max(err.values()) <= F32_TOL, err
+
+
+@pytest.mark.parametrize("dtype,dec,norm,ridge", [
+    (torch.float32, 0.98, True, 0.25),          # value columns 65: 3 blocks of 32 in the backward
+    (torch.float16, (0.99, 1.0), True, 0.25),   # 2 blocks of 64
+    (torch.float32, 1.0, False, 0.0),
+], ids=["f32-norm-ridge", "f16-norm-ridge", "f32-plain"])
+def test_model_head_dims(dtype, dec, norm, ridge):
+    """d = dv = 64 (the benchmark's head dims), T = 130: chunks of 64 with a partial third chunk."""
+    T = 130 if DEV == "cpu" else 1030
+    err = _compare(1, T, 2, 64, 64, dtype, dec, norm, ridge, seed=3)
+    assert max(err.values()) <= TOL[dtype], err
 
 
 def test_float32_without_initial_state():
