@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
+
+from hla_deploy._atomic import atomic_path
 
 OPS = ("custom", "standard")
 DTYPES = ("fp32", "fp16")
@@ -86,16 +87,6 @@ def export_onnx(checkpoint_dir_or_model, out_path: Union[str, os.PathLike], op: 
         raise ExportError(f"output directory {str(parent)!r} does not exist")
     model = _load_model(checkpoint_dir_or_model)
     proto = build_onnx_model(model, op=op, dtype=dtype)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=str(parent))
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(out_path) as tmp:  # never a half-written .onnx
+        onnx.save_model(proto, str(tmp))
     return out_path

@@ -30,6 +30,8 @@ import shlex
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
+from hla_deploy._atomic import atomic_write_bytes
+
 PathLike = Union[str, os.PathLike]
 Shape = Tuple[int, ...]
 
@@ -139,15 +141,9 @@ def _import_tensorrt(hint: str = ""):
 
 
 def _write_atomic(path: Path, data) -> None:
+    """Create path's directory and write data there atomically (hla_deploy._atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, data)
 
 
 def load_plugin_library(registry, plugin_path: PathLike):

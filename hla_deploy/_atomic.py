@@ -1,0 +1,61 @@
+"""Atomic file output: write to a temp file next to the target, then os.replace it into place.
+
+    with atomic_path(out) as tmp:            # tmp: a fresh Path in out's directory
+        writer.save(tmp)                     # any writer that takes a path
+    atomic_write_bytes(out, data)            # bytes or any buffer (memoryview, IHostMemory)
+    atomic_write_text(out, text)
+
+On success the temp file gets the mode a plain ``open(path, "w")`` would give (0666 & ~umask;
+mkstemp creates 0600) and replaces ``path`` in one rename, so a reader sees the old file or the
+new one, never a half-written one. On any exception the temp file is removed and ``path`` is left
+as it was. The directory must exist (the caller creates it, with a clear error if it should).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temp file path in ``path``'s directory; on normal exit rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data) -> Path:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding) as fh:
+            fh.write(text)
+    return Path(path)
