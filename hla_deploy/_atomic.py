@@ -2,6 +2,7 @@
 
     with atomic_path(out) as tmp:            # tmp: a fresh Path in out's directory
         writer.save(tmp)                     # any writer that takes a path
+    with atomic_path(png, suffix=".png") as tmp: fig.savefig(tmp)
     atomic_write_bytes(out, data)            # bytes or any buffer (memoryview, IHostMemory)
     atomic_write_text(out, text)
 
@@ -30,10 +31,11 @@ def _default_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temp file path in ``path``'s directory; on normal exit rename it onto ``path``."""
+def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp file path in ``path``'s directory (ending in ``suffix``, for writers that go by
+    the extension); on normal exit rename it onto ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
     os.close(fd)
     try:
         yield Path(tmp)
