@@ -16,6 +16,10 @@ Bounds (asserted):
   7.5e-4 (same; H200 and CPU interpreter agree), fp16 at d=dv=64, T=130: max 6.4e-4 (interpreter).
   bf16 is skipped on the CPU interpreter, whose bf16 tl.dot is wrong (see the skip reason).
 
+Variant ahla (chunk_ahla.py) is checked the same way (float32 all decay/normalize combinations,
+float16 at d = dv = 64); it has passed on the CPU interpreter only so far, which is why
+`supports("ahla")` is False until it passes on a GPU (see hla_deploy/ops/triton/__init__.py).
+
 On a machine without CUDA these run under the Triton CPU interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1) at small shapes. With CUDA, the same tests run on the GPU, plus
 `test_gpu_realistic_shapes` (B=2, T up to 2048, H=4, d=dv=64, float32 and bf16).
@@ -61,19 +65,20 @@ def _inputs(B, T, H, d, dv, normalize, seed, dtype, T0=9):
     return q[:, T0:], k[:, T0:], v[:, T0:], (q[:, :T0], k[:, :T0], v[:, :T0])
 
 
-def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=None, with_state=True):
+def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=None, with_state=True,
+             variant="hla2"):
     """Run Triton and the float64 reference, forward and backward; return relative RMS errors."""
     q, k, v, pre = _inputs(B, T, H, d, dv, normalize, seed, dtype)
     decay = _decay(dec)
     if with_state:
-        _, s0 = ref_hla(*pre, "hla2", decay, normalize, 1e-6, ridge)
+        _, s0 = ref_hla(*pre, variant, decay, normalize, 1e-6, ridge)
         s0 = s0.to(torch.float32).to(torch.float64)
     else:
         s0 = None
     # reference (float64, autograd through the serial loop)
     rq, rk, rv = (x.clone().requires_grad_() for x in (q, k, v))
     rs = s0.clone().requires_grad_() if with_state else None
-    ro, rst = ref_hla(rq, rk, rv, "hla2", decay, normalize, 1e-6, ridge, initial_state=rs)
+    ro, rst = ref_hla(rq, rk, rv, variant, decay, normalize, 1e-6, ridge, initial_state=rs)
     g = torch.Generator().manual_seed(seed + 7)
     w1 = torch.randn(ro.shape, dtype=torch.float64, generator=g)
     w2 = torch.randn(rst.shape, dtype=torch.float64, generator=g) * float(ro.detach().norm() / rst.detach().norm())
@@ -81,10 +86,10 @@ def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=No
     # triton
     tq, tk, tv = (x.to(DEV, dtype).requires_grad_() for x in (q, k, v))
     ts = s0.to(DEV, torch.float32).requires_grad_() if with_state else None
-    o, st = hla_triton.hla_attention_triton(tq, tk, tv, "hla2", decay, normalize, 1e-6, ridge, ts, True,
+    o, st = hla_triton.hla_attention_triton(tq, tk, tv, variant, decay, normalize, 1e-6, ridge, ts, True,
                                             chunk_size=chunk_size)
     assert o.dtype == dtype and o.shape == ro.shape
-    assert st.dtype == torch.float32 and st.shape == (B, H, state_size("hla2", d, dv, normalize, ridge))
+    assert st.dtype == torch.float32 and st.shape == (B, H, state_size(variant, d, dv, normalize, ridge))
     ((o.double() * w1.to(DEV)).sum() + (st.double() * w2.to(DEV)).sum()).backward()
     ro, rst = ro.detach(), rst.detach()
     err = {"o": rel_rms(o.detach().cpu(), ro), "state": rel_rms(st.detach().cpu(), rst),
@@ -175,7 +180,7 @@ def test_dispatch_from_hla_attention():
 
 def test_supports_and_bad_input():
     assert hla_triton.supports("hla2", False, 0.0) and hla_triton.supports("hla2", True, 0.5)
-    assert not hla_triton.supports("ahla", False, 0.0) and not hla_triton.supports("hla3", False, 0.0)
+    assert not hla_triton.supports("hla3", False, 0.0) and not hla_triton.supports("ahla", False, 0.5)
     q = torch.randn(1, 4, 2, 16, device=DEV)
     v = torch.randn(1, 4, 2, 16, device=DEV)
     f = hla_triton.hla_attention_triton
@@ -183,8 +188,10 @@ def test_supports_and_bad_input():
         f(q[0], q[0], v[0])
     with pytest.raises(TypeError, match="k has dtype"):
         f(q, q.half(), v)
-    with pytest.raises(ValueError, match="hla2"):
-        f(q, q, v, "ahla")
+    with pytest.raises(ValueError, match="hla3"):
+        f(q, q, v, "hla3")
+    with pytest.raises(ValueError, match="ridge"):
+        f(q, q, v, "ahla", 1.0, False, 1e-6, 0.5)
     with pytest.raises(ValueError, match="decay"):
         f(q, q, v, "hla2", 1.5)
     with pytest.raises(ValueError, match="decay"):
@@ -197,6 +204,32 @@ def test_supports_and_bad_input():
         f(q, q, v, "hla2", 1.0, False, 1e-6, -1.0)
     with pytest.raises(ValueError, match="T = 0"):
         f(q[:, :0], q[:, :0], v[:, :0])
+
+
+AHLA_CONFIGS = [(dec, norm) for dec in (1.0, 0.9, (0.95, 0.7)) for norm in (False, True)]
+
+
+@pytest.mark.parametrize("dec,norm", AHLA_CONFIGS, ids=[f"decay{d}-norm{int(n)}".replace(" ", "")
+                                                         for d, n in AHLA_CONFIGS])
+def test_ahla_float32_forward_and_gradients(dec, norm):
+    """Variant ahla (chunk_ahla.py): T=40 with chunk 16, initial and final state."""
+    err = _compare(2, 40, 2, 16, 16, torch.float32, dec, norm, 0.0, seed=21, chunk_size=16, variant="ahla")
+    assert max(err.values()) <= F32_TOL, err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+def test_ahla_model_head_dims(dtype):
+    """ahla at d = dv = 64 with normalize (65 value columns: several value blocks), T = 130."""
+    T = 130 if DEV == "cpu" else 1030
+    err = _compare(1, T, 2, 64, 64, dtype, 0.98, True, 0.0, seed=22, variant="ahla")
+    assert max(err.values()) <= TOL[dtype], err
+
+
+def test_ahla_short_sequences():
+    for T in (1, 5):
+        err = _compare(1, T, 2, 16, 12, torch.float32, 0.9, False, 0.0, seed=T, chunk_size=16,
+                       variant="ahla")
+        assert max(err.values()) <= F32_TOL, err
 
 
 # realistic shapes: GPU only (the interpreter would take hours); float64 reference on the CPU

@@ -1,4 +1,4 @@
-"""Triton kernels for training HLA (variant hla2: masked second order), chunk-parallel.
+"""Triton kernels for training HLA, chunk-parallel: hla2 (masked second order) and ahla.
 
     hla_attention_triton(q, k, v, variant, decay, normalize, eps, ridge, initial_state,
                          output_final_state) -> (o, final_state)
@@ -7,8 +7,10 @@ q, k [B, T, H, d], v [B, T, H, dv] (float32, float16 or bfloat16; d, dv + normal
 o [B, T, H, dv] in q's dtype; initial_state / final_state [B, H, N] float32 in the layout of
 docs/OP_CONTRACT.md. Differentiable in q, k, v and initial_state (hand-written backward kernels).
 
-Files: chunk_fwd.py (state scan + output kernels), chunk_bwd.py (reverse state-gradient scan +
-chunk-local dq/dk/dv kernel), function.py (autograd.Function), utils.py (checks, state packing).
+Files: chunk_fwd.py (hla2 state scan + output kernels), chunk_bwd.py (hla2 reverse state-gradient
+scan + chunk-local dq/dk/dv kernel), chunk_ahla.py (ahla, all four), function.py
+(autograd.Functions), tile.py (masked tile load/store), utils.py (checks, state packing),
+README.md (derivation).
 Without CUDA the kernels run only under the Triton interpreter (TRITON_INTERPRET=1, CPU tensors).
 """
 from __future__ import annotations
@@ -31,9 +33,22 @@ def is_available() -> bool:
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# Variants whose kernels have been checked on a GPU against the float64 reference (forward and
+# gradients). ahla's kernels (chunk_ahla.py) pass on the CPU Triton interpreter but have not run
+# on a GPU yet: `supports` (and so hla_attention's backend "auto"/"triton") leaves them out until
+# `pytest tests/test_triton_hla.py -k ahla` has passed on one; hla_attention_triton(variant="ahla")
+# can be called directly meanwhile.
+GPU_VERIFIED_VARIANTS = ("hla2",)
+
+
 def supports(variant: str, normalize: bool = False, ridge: float = 0.0) -> bool:
-    """Whether these kernels implement the configuration (hla2 with any normalize / ridge >= 0)."""
-    return variant == "hla2" and ridge >= 0.0
+    """Whether these kernels serve the configuration: hla2 (any normalize, ridge >= 0); ahla
+    (ridge 0) once listed in GPU_VERIFIED_VARIANTS."""
+    if variant not in GPU_VERIFIED_VARIANTS:
+        return False
+    if variant == "hla2":
+        return ridge >= 0.0
+    return variant == "ahla" and ridge == 0.0
 
 
 def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "hla2",
@@ -49,21 +64,27 @@ def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vari
     Returns o [B, T, H, dv] (q's dtype) and the final state [B, H, N] float32 (or None).
     chunk_size (keyword, 16/32/64, default by T) is the tokens per chunk.
     """
-    from .function import ChunkHLA2Function, default_chunk_size
+    from .function import ChunkAHLAFunction, ChunkHLA2Function, default_chunk_size
     from .utils import check_inputs, decay_vector
 
-    if variant != "hla2" and variant in ("ahla", "hla3"):
-        raise ValueError(f"the Triton backend implements variant 'hla2' only, got {variant!r}; "
-                         f"use backend='chunk' for {variant}")
+    if variant == "hla3":
+        raise ValueError("the Triton backend implements variants 'hla2' and 'ahla', not 'hla3'; "
+                         "use backend='chunk' for hla3")
     check_inputs(q, k, v, variant, normalize, eps, ridge, initial_state)
     if not is_available():
         raise RuntimeError("Triton backend unavailable: needs a CUDA GPU (or TRITON_INTERPRET=1 "
                            "with CPU tensors)")
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(f"q is on {q.device}: the Triton kernels need CUDA tensors (or CPU tensors "
+                         f"with TRITON_INTERPRET=1)")
     B, T, H, d = q.shape
     gam = decay_vector(decay, H, q.device)
     if chunk_size is None:
         chunk_size = default_chunk_size(T)
     if chunk_size not in (16, 32, 64):
         raise ValueError(f"chunk_size must be 16, 32 or 64, got {chunk_size}")
+    if variant == "ahla":
+        return ChunkAHLAFunction.apply(q, k, v, gam, initial_state, bool(normalize), float(eps),
+                                       bool(output_final_state), int(chunk_size))
     return ChunkHLA2Function.apply(q, k, v, gam, initial_state, bool(normalize), float(eps),
                                    float(ridge), bool(output_final_state), int(chunk_size))

@@ -81,3 +81,59 @@ class ChunkHLA2Function(torch.autograd.Function):
         if initial_state is not None and ctx.needs_input_grad[4]:
             dinit = pack_state(ds0, dm0, dc0, B, H, d, dv, normalize)
         return dq, dk, dv_, None, dinit, None, None, None, None, None
+
+
+class ChunkAHLAFunction(torch.autograd.Function):
+    """ahla: (q, k, v [B,T,H,*], gam [H], initial_state [B,H,N] or None) -> (o, state or None)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, gam, initial_state, normalize: bool, eps: float,
+                output_final_state: bool, chunk_size: int):
+        from .chunk_ahla import chunk_ahla_fwd
+        from .utils import pack_state_ahla, unpack_state_ahla
+        B, T, H, d = q.shape
+        dv = v.shape[-1]
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        vx = torch.cat([v, v.new_ones(B, T, H, 1)], dim=-1) if normalize else v
+        p0, e0 = unpack_state_ahla(initial_state, B, H, d, dv, normalize)
+        num, final, _ = chunk_ahla_fwd(q, k, vx, gam, p0, e0, chunk_size, output_final_state,
+                                       torch.float32 if normalize else q.dtype)
+        if normalize:
+            den = num[..., dv:] + eps
+            o32 = num[..., :dv] / den
+            o = o32.to(q.dtype)
+            ctx.save_for_backward(q, k, vx, gam, initial_state, o32, den)
+        else:
+            o = num
+            ctx.save_for_backward(q, k, vx, gam, initial_state)
+        ctx.cfg = (normalize, chunk_size, d, dv)
+        state = pack_state_ahla(*final, B, H, d, dv, normalize) if output_final_state else None
+        return o, state
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        from .chunk_ahla import chunk_ahla_bwd
+        from .utils import pack_state_ahla, unpack_state_ahla
+        normalize, chunk_size, d, dv = ctx.cfg
+        if normalize:
+            q, k, vx, gam, initial_state, o32, den = ctx.saved_tensors
+        else:
+            q, k, vx, gam, initial_state = ctx.saved_tensors
+        B, T, H, _ = q.shape
+        if do is None:
+            do = torch.zeros(B, T, H, dv, dtype=q.dtype, device=q.device)
+        do = do.contiguous()
+        if normalize:
+            do32 = do.float()
+            dox = torch.cat([do32 / den, -(do32 * o32).sum(-1, keepdim=True) / den], dim=-1).contiguous()
+        else:
+            dox = do
+        p0, e0 = unpack_state_ahla(initial_state, B, H, d, dv, normalize)
+        dpt, det = (unpack_state_ahla(dfinal.float().contiguous(), B, H, d, dv, normalize)
+                    if dfinal is not None else (None, None))
+        dq, dk, dvx, dp0, de0 = chunk_ahla_bwd(q, k, vx, dox, gam, p0, e0, dpt, det, chunk_size)
+        dv_ = dvx[..., :dv] if normalize else dvx
+        dinit = None
+        if initial_state is not None and ctx.needs_input_grad[4]:
+            dinit = pack_state_ahla(dp0, de0, B, H, d, dv, normalize)
+        return dq, dk, dv_, None, dinit, None, None, None, None

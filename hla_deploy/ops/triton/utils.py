@@ -44,8 +44,10 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str
         raise ValueError(f"k has shape {tuple(k.shape)}, expected q's shape {tuple(q.shape)}")
     if tuple(v.shape[:3]) != (B, T, H):
         raise ValueError(f"v has shape {tuple(v.shape)}, expected [B={B}, T={T}, H={H}, dv]")
-    if variant != "hla2":
-        raise ValueError(f"the Triton backend implements variant 'hla2' only, got {variant!r}")
+    if variant not in ("hla2", "ahla"):
+        raise ValueError(f"the Triton backend implements variants 'hla2' and 'ahla', got {variant!r}")
+    if variant == "ahla" and ridge != 0:
+        raise ValueError(f"ridge must be 0 for variant 'ahla', got {ridge!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
     if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
@@ -54,14 +56,14 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str
         raise ValueError(f"the Triton backend supports head dims up to 128 (dv + normalize <= 128), "
                          f"got d={d}, dv={v.shape[-1]}")
     if initial_state is not None:
-        N = state_size("hla2", d, v.shape[-1], normalize, ridge)
+        N = state_size(variant, d, v.shape[-1], normalize, ridge)
         if not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 3:
             raise ValueError("initial_state must be a rank-3 tensor [B, H, N]")
         if initial_state.dtype != torch.float32:
             raise TypeError(f"initial_state has dtype {initial_state.dtype}, expected float32")
         if tuple(initial_state.shape) != (B, H, N):
             raise ValueError(f"initial_state has shape {tuple(initial_state.shape)}, expected "
-                             f"[B={B}, H={H}, N={N}] for hla2 d={d} dv={v.shape[-1]} "
+                             f"[B={B}, H={H}, N={N}] for {variant} d={d} dv={v.shape[-1]} "
                              f"normalize={normalize} ridge={ridge}")
         if initial_state.device != q.device:
             raise ValueError(f"initial_state is on {initial_state.device}, expected {q.device}")
@@ -132,3 +134,25 @@ def pack_state(S: torch.Tensor, M: torch.Tensor, C: Optional[torch.Tensor], B: i
 
 def next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def unpack_state_ahla(state: Optional[torch.Tensor], B: int, H: int, d: int, dv: int,
+                      normalize: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """ahla [B, H, N] -> (Px [B*H, d, dvx], Ex [B*H, d, dvx]): P | mK and E | n when normalize."""
+    if state is None:
+        return None, None
+    p = split_state(state, "ahla", d, dv, normalize, 0.0)
+    P, E = p["P"], p["E"]
+    if normalize:
+        P = torch.cat([P, p["mK"].unsqueeze(-1)], dim=-1)
+        E = torch.cat([E, p["n"].unsqueeze(-1)], dim=-1)
+    return P.reshape(B * H, d, -1).contiguous(), E.reshape(B * H, d, -1).contiguous()
+
+
+def pack_state_ahla(P: torch.Tensor, E: torch.Tensor, B: int, H: int, d: int, dv: int,
+                    normalize: bool) -> torch.Tensor:
+    """Inverse of unpack_state_ahla: -> [B, H, N] float32 (P, E, [mK, n])."""
+    parts = [P[..., :dv].reshape(B, H, d * dv), E[..., :dv].reshape(B, H, d * dv)]
+    if normalize:
+        parts += [P[..., dv].reshape(B, H, d), E[..., dv].reshape(B, H, d)]
+    return torch.cat(parts, dim=-1)
