@@ -1,15 +1,13 @@
-"""torch.autograd.Function around the hla2 Triton kernels (forward chunk_fwd.py, backward chunk_bwd.py).
+"""torch.autograd.Functions around the Triton kernels: ChunkHLA2Function (hla2: chunk_fwd.py,
+chunk_bwd.py) and ChunkAHLAFunction (ahla: chunk_ahla.py).
 
-normalize: the normaliser n (and m for ridge) obeys the same recurrence as M (and C) for a value
+normalize: the normaliser n (and m for ridge; mK, n for ahla) obeys the same recurrence as M (and C) for a value
 column of ones, so the kernels run on vx = [v, 1] (dvx = dv + 1 columns) and the division
 o = num[..., :dv] / (num[..., dv] + eps) and its gradient are elementwise steps here.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-import triton
 
 from .chunk_bwd import chunk_hla2_bwd_dh, chunk_hla2_bwd_dqkv
 from .chunk_fwd import chunk_hla2_fwd_h, chunk_hla2_fwd_o
