@@ -162,16 +162,5 @@ def _size(path) -> str:
 
 
 def _write_text(path, text: str) -> None:
-    import os
-    import tempfile
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        from hla_deploy.parity.report import _umask_mode
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from hla_deploy._atomic import atomic_write_text
+    atomic_write_text(path, text)

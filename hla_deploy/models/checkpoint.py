@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Union
 
 import torch
 
+from hla_deploy._atomic import atomic_path
 from hla_deploy.models.config import HLAConfig
 
 CONFIG_NAME = "config.json"
@@ -29,15 +29,8 @@ class CheckpointError(ValueError):
 
 def _atomic_write(path: Path, write_fn) -> None:
     """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write_fn(str(tmp))
 
 
 def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None) -> Path:

@@ -6,10 +6,10 @@ run never leaves a half-written report.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import List, Optional
+
+from hla_deploy._atomic import atomic_path, atomic_write_bytes
 
 _COLUMNS = [("backend", 14), ("status", 7), ("max_abs", 9), ("rel_rms", 9), ("min_cos", 10),
             ("tok_agree", 9), ("first_div", 9), ("state_rel", 9)]
@@ -70,27 +70,10 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _umask_mode() -> int:
-    """0o666 minus the process umask: what open() would give a new file (mkstemp gives 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _atomic_write(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def write_json(report: dict, path) -> Path:
@@ -168,16 +151,9 @@ def write_plot(report: dict, path) -> Optional[Path]:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=str(path.parent))
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return path
