@@ -23,7 +23,6 @@ State and accumulation float32; dq, dk, dv are written in the input dtype.
 """
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
