@@ -21,7 +21,9 @@
 // chunked prefill is future work). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#ifndef __CUDACC_RTC__  // NVRTC (tests/test_cuda12_build.py) compiles the device code only
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
 
@@ -150,11 +152,7 @@ __device__ float vec_pass(const float* src, float* dst, int R, float a, const fl
 }
 
 // Shared memory: [state N floats if kSmemState] q[d] k[d] u[d] v[dv] w[dv] num[dv] part red[64]
-__host__ __device__ inline int64_t smem_floats(int d, int dv, int vec, int64_t state_floats) {
-  const int64_t s = (state_floats + 3) / 4 * 4;
-  return s + 3 * int64_t(d) + 3 * int64_t(dv) + int64_t(vec) * kThreads + 64;
-}
-
+// (sizes: smem_floats below).
 template <int VEC, typename TIn, bool kSmemState>
 __global__ void __launch_bounds__(kThreads)
 hla_forward_kernel(const KParams p, const TIn* __restrict__ q, const TIn* __restrict__ k,
@@ -255,6 +253,14 @@ hla_forward_kernel(const KParams p, const TIn* __restrict__ q, const TIn* __rest
   }
 }
 
+// ---- host code: launch configuration and the public entry points (not seen by NVRTC) ----------
+#ifndef __CUDACC_RTC__
+// Floats of dynamic shared memory per block (layout above the kernel).
+inline int64_t smem_floats(int d, int dv, int vec, int64_t state_floats) {
+  const int64_t s = (state_floats + 3) / 4 * 4;
+  return s + 3 * int64_t(d) + 3 * int64_t(dv) + int64_t(vec) * kThreads + 64;
+}
+
 KParams make_kparams(const Params& p) {
   KParams k{};
   k.variant = int32_t(p.variant);
@@ -323,8 +329,10 @@ int dispatch(const KParams& kp, int64_t blocks, int vec, bool smem_state, size_t
                     : launch<1, TIn, false>(kp, blocks, smem, q, k, v, si, o, so, st);
 }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 size_t cuda_workspace_size(const Params&, DType) { return 0; }
 
 int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
@@ -363,5 +371,6 @@ int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, con
   }
   return int(cudaErrorInvalidValue);
 }
+#endif  // __CUDACC_RTC__
 
 }  // namespace hla
