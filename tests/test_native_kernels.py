@@ -385,6 +385,31 @@ def test_validate_messages(capi, args, expect):
                                  eps=base["eps"], ridge=base["ridge"])
 
 
+@pytest.mark.parametrize("bad,expect", [
+    (dict(state=np.zeros((2, 3, 8 * 8 + 8 * 4 + 1), np.float32)), "'state' has shape (2, 3, 97), expected (2, 3, 96)"),
+    (dict(state=np.zeros((2, 3, 8 * 8), np.float32)), "'state' has shape (2, 3, 64), expected (2, 3, 96)"),
+    (dict(state=np.zeros((1, 3, 96), np.float32)), "'state' has shape (1, 3, 96)"),
+    (dict(k=np.zeros((2, 5, 3, 4), np.float32)), "'k' has shape (2, 5, 3, 4), expected q's shape (2, 5, 3, 8)"),
+    (dict(v=np.zeros((2, 4, 3, 4), np.float32)), "'v' has shape (2, 4, 3, 4), expected (2, 5, 3, dv)"),
+    (dict(k=np.zeros((2, 5, 3, 8), np.float16)), "'k' has dtype float16, expected float32"),
+    (dict(o=np.zeros((2, 5, 3, 3), np.float32)), "'o' has shape (2, 5, 3, 3), expected (2, 5, 3, 4)"),
+    (dict(state_out=np.zeros((2, 3, 95), np.float32)), "'state_out' has shape (2, 3, 95)"),
+    (dict(dtype_name="float16"), "'q' has dtype float32, expected float16 for dtype_name='float16'"),
+    (dict(q=np.zeros((2, 5, 3), np.float32)), "'q' must have rank 4"),
+])
+def test_forward_rejects_wrong_shapes_before_touching_memory(capi, bad, expect):
+    """hla_capi_forward_cpu takes raw pointers: the wrapper must check every shape and dtype against
+    q and N = state_size(...), or a wrong state size reads and writes out of bounds."""
+    B, T, H, d, dv = 2, 5, 3, 8, 4
+    args = dict(q=np.zeros((B, T, H, d), np.float32), k=np.zeros((B, T, H, d), np.float32),
+                v=np.zeros((B, T, H, dv), np.float32), state=np.zeros((B, H, d * d + d * dv), np.float32))
+    kw = {name: bad.pop(name) for name in list(bad) if name in args}
+    args.update(kw)
+    with pytest.raises((ValueError, TypeError)) as exc:
+        capi.forward_cpu(args["q"], args["k"], args["v"], args["state"], variant="hla2", **bad)
+    assert expect in str(exc.value), str(exc.value)
+
+
 def test_validate_accepts_good_params(capi):
     assert capi.validate("hla2", 1, 1, 4, 64, 32, True, 1e-6, 0.5, [0.9, 0.95, 1.0, 0.5]) is None
     assert capi.validate("ahla", 2, 5, 1, 8, 8, True, 0.0, 0.0, [0.7]) is None

@@ -51,6 +51,44 @@ def build(build_dir: Optional[os.PathLike] = None, cuda: bool = False, jobs: int
     return lib
 
 
+_NUMPY_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
+                 "bfloat16": np.dtype(np.uint16)}  # bfloat16: raw bits in a uint16 array
+
+
+def _check_io(kernels, q, k, v, state, o, state_out, variant, normalize, eps, ridge, dec, *, dtype_of,
+              float32, contiguous):
+    """Checks ranks, shapes, dtypes and contiguity of every tensor the C function will touch (it
+    only gets raw pointers). Skipped when the parameters are invalid: the C function then returns
+    -1 without touching memory. Returns (B, T, H, d, dv)."""
+    if len(q.shape) != 4:
+        raise ValueError(f"'q' must have rank 4 [B, T, H, d], got shape {tuple(q.shape)}")
+    B, T, H, d = (int(x) for x in q.shape)
+    dv = int(v.shape[-1]) if len(v.shape) == 4 else -1
+    if kernels.validate(variant, B, T, H, d, max(dv, 1), normalize, eps, ridge, dec) is not None:
+        return B, T, H, d, dv
+    N = kernels.state_size(variant, d, dv, normalize, ridge)
+    expected = {"k": tuple(q.shape), "v": (B, T, H, dv), "state": (B, H, N), "o": (B, T, H, dv),
+                "state_out": (B, H, N)}
+    for name, a in (("k", k), ("v", v), ("state", state), ("o", o), ("state_out", state_out)):
+        if a is None:
+            continue
+        shape = tuple(int(x) for x in a.shape)
+        if name == "v" and (len(shape) != 4 or shape[:3] != (B, T, H)):
+            raise ValueError(f"'v' has shape {shape}, expected ({B}, {T}, {H}, dv)")
+        if shape != expected[name]:
+            what = "q's shape " if name == "k" else ""
+            raise ValueError(f"'{name}' has shape {shape}, expected {what}{expected[name]}"
+                             + (f" (N = state_size for variant={variant}, d={d}, dv={dv}, normalize={int(bool(normalize))}, "
+                                f"ridge={ridge})" if name.startswith("state") else ""))
+        want = float32 if name.startswith("state") else dtype_of(q)
+        if dtype_of(a) != want:
+            raise TypeError(f"'{name}' has dtype {dtype_of(a)}, expected {want}")
+    for name, a in (("q", q), ("k", k), ("v", v), ("state", state), ("o", o), ("state_out", state_out)):
+        if a is not None and not contiguous(a):
+            raise ValueError(f"'{name}' must be C-contiguous")
+    return B, T, H, d, dv
+
+
 def _ptr(a) -> ctypes.c_void_p:
     return ctypes.c_void_p(a.ctypes.data if isinstance(a, np.ndarray) else int(a))
 
@@ -108,15 +146,16 @@ class Kernels:
                     eps=1e-6, ridge=0.0, dtype_name=None, num_threads=0, state_out=None,
                     o=None):
         """Returns (o, state_out). state_out may be `state` itself (in place)."""
-        B, T, H, d = q.shape
-        dv = v.shape[-1]
         dtype_name = dtype_name or str(q.dtype)
-        for name, a in (("q", q), ("k", k), ("v", v), ("state", state)):
-            if not a.flags.c_contiguous:
-                raise ValueError(f"{name} must be C-contiguous")
-        if state.dtype != np.float32:
-            raise TypeError("state must be float32")
+        if dtype_name not in _NUMPY_DTYPES:
+            raise TypeError(f"dtype_name must be one of {sorted(_NUMPY_DTYPES)}, got {dtype_name!r}")
+        want = _NUMPY_DTYPES[dtype_name]
+        if np.dtype(q.dtype) != want:
+            raise TypeError(f"'q' has dtype {q.dtype}, expected {want} for dtype_name={dtype_name!r}")
         dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        B, T, H, d, dv = _check_io(self, q, k, v, state, o, state_out, variant, normalize, eps, ridge, dec,
+                                   dtype_of=lambda a: np.dtype(a.dtype), float32=np.dtype(np.float32),
+                                   contiguous=lambda a: isinstance(a, np.ndarray) and a.flags.c_contiguous)
         if o is None:
             o = np.empty((B, T, H, dv), dtype=q.dtype)
         if state_out is None:
@@ -139,9 +178,15 @@ class Kernels:
         if not self.has_cuda:
             raise RuntimeError(f"{self.path} was built without CUDA")
         codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-        B, T, H, d = q.shape
-        dv = v.shape[-1]
+        if q.dtype not in codes:
+            raise TypeError(f"'q' has dtype {q.dtype}, expected torch.float32, float16 or bfloat16")
         dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        for name, a in (("q", q), ("k", k), ("v", v), ("state", state), ("o", o), ("state_out", state_out)):
+            if a is not None and (not a.is_cuda or a.device != q.device):
+                raise ValueError(f"'{name}' must be a CUDA tensor on {q.device}, got {a.device}")
+        B, T, H, d, dv = _check_io(self, q, k, v, state, o, state_out, variant, normalize, eps, ridge, dec,
+                                   dtype_of=lambda a: a.dtype, float32=torch.float32,
+                                   contiguous=lambda a: a.is_contiguous())
         if o is None:
             o = torch.empty((B, T, H, dv), dtype=q.dtype, device=q.device)
         if state_out is None:
