@@ -16,3 +16,24 @@ for _p in (str(_TESTS.parent), str(_TESTS)):  # `import hla_deploy` and `import 
 def gen():
     """A seeded CPU torch.Generator so every test draws the same inputs."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A random-weight checkpoint dir (HLALanguageModel.save): hla2, 2 layers, 2 heads,
+    d = dv = 4, decay [0.9, 1.0], vocab 256; seconds to export or run on one CPU core."""
+    from hla_deploy.models import HLAConfig, HLALanguageModel
+    torch.manual_seed(0)
+    cfg = HLAConfig(d_model=16, n_layers=2, n_heads=2, head_dim=4, value_dim=4, mlp_hidden=24,
+                    variant="hla2", decay=[0.9, 1.0])
+    return HLALanguageModel(cfg).save(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def ort_library():
+    """Path of the ORT custom-op library, built on first use; a failed build fails the test."""
+    from hla_deploy.plugins import PluginBuildError, ort_library_path
+    try:
+        return ort_library_path(build=True)
+    except PluginBuildError as e:
+        pytest.fail(f"building the ORT custom-op library failed: {e}")

@@ -12,22 +12,10 @@ from pathlib import Path
 
 import onnx
 import pytest
-import torch
 
 from exporters import cli_export
-from hla_deploy.models import HLAConfig, HLALanguageModel
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = HLAConfig(d_model=16, n_layers=2, n_heads=2, head_dim=4, value_dim=4, mlp_hidden=24,
-                    variant="hla2", decay=[0.9, 1.0])
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    HLALanguageModel(cfg).save(path)
-    return path
 
 
 def _copy_ckpt(src: Path, dst: Path) -> Path:
@@ -43,9 +31,9 @@ def _meta(path):
 
 @pytest.mark.parametrize("op", ["custom", "standard"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_export_writes_model_with_metadata(ckpt, tmp_path, capsys, op, dtype):
+def test_export_writes_model_with_metadata(tiny_ckpt, tmp_path, capsys, op, dtype):
     out = tmp_path / "m.onnx"
-    assert cli_export.main([str(ckpt), "-o", str(out), "--op", op, "--dtype", dtype]) == 0
+    assert cli_export.main([str(tiny_ckpt), "-o", str(out), "--op", op, "--dtype", dtype]) == 0
     assert "wrote" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     meta = _meta(out)
@@ -85,8 +73,8 @@ def test_missing_checkpoint_dir(tmp_path, capsys):
                           "error:", str(missing))
 
 
-def test_truncated_safetensors(ckpt, tmp_path, capsys):
-    bad = _copy_ckpt(ckpt, tmp_path / "bad")
+def test_truncated_safetensors(tiny_ckpt, tmp_path, capsys):
+    bad = _copy_ckpt(tiny_ckpt, tmp_path / "bad")
     w = bad / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     out_dir = tmp_path / "out"
@@ -95,8 +83,8 @@ def test_truncated_safetensors(ckpt, tmp_path, capsys):
                           "error:", "model.safetensors")
 
 
-def test_bad_config_json(ckpt, tmp_path, capsys):
-    bad = _copy_ckpt(ckpt, tmp_path / "bad")
+def test_bad_config_json(tiny_ckpt, tmp_path, capsys):
+    bad = _copy_ckpt(tiny_ckpt, tmp_path / "bad")
     (bad / "config.json").write_text('{"d_model": 16, "n_layers": ')
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -104,8 +92,8 @@ def test_bad_config_json(ckpt, tmp_path, capsys):
                           "error:", "config.json")
 
 
-def test_config_weights_mismatch(ckpt, tmp_path, capsys):
-    bad = _copy_ckpt(ckpt, tmp_path / "bad")
+def test_config_weights_mismatch(tiny_ckpt, tmp_path, capsys):
+    bad = _copy_ckpt(tiny_ckpt, tmp_path / "bad")
     cfg = json.loads((bad / "config.json").read_text())
     cfg["d_model"] = 32
     (bad / "config.json").write_text(json.dumps(cfg))
@@ -115,15 +103,15 @@ def test_config_weights_mismatch(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value", [("--op", "tensorrt"), ("--dtype", "bf16")])
-def test_unsupported_option(ckpt, tmp_path, capsys, flag, value):
-    _assert_fails_cleanly(capsys, [str(ckpt), "-o", str(tmp_path / "m.onnx"), flag, value], tmp_path, 2,
+def test_unsupported_option(tiny_ckpt, tmp_path, capsys, flag, value):
+    _assert_fails_cleanly(capsys, [str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), flag, value], tmp_path, 2,
                           flag, value)
 
 
 @pytest.mark.parametrize("field, value", [("op", "tensorrt"), ("dtype", "int8")])
-def test_run_rejects_unsupported_option_without_argparse(ckpt, tmp_path, capsys, field, value):
+def test_run_rejects_unsupported_option_without_argparse(tiny_ckpt, tmp_path, capsys, field, value):
     import argparse
-    args = argparse.Namespace(checkpoint=str(ckpt), output=str(tmp_path / "m.onnx"), op="custom", dtype="fp32")
+    args = argparse.Namespace(checkpoint=str(tiny_ckpt), output=str(tmp_path / "m.onnx"), op="custom", dtype="fp32")
     setattr(args, field, value)
     assert cli_export.run(args) == 2
     assert f"--{field}" in capsys.readouterr().err
@@ -137,12 +125,12 @@ def test_failed_export_keeps_existing_output_untouched(tmp_path, capsys):
     assert out.read_bytes() == b"previous model"
 
 
-def test_missing_output_directory(ckpt, tmp_path, capsys):
-    _assert_fails_cleanly(capsys, [str(ckpt), "-o", str(tmp_path / "nodir" / "m.onnx")], tmp_path, 1,
+def test_missing_output_directory(tiny_ckpt, tmp_path, capsys):
+    _assert_fails_cleanly(capsys, [str(tiny_ckpt), "-o", str(tmp_path / "nodir" / "m.onnx")], tmp_path, 1,
                           "error:", "nodir")
 
 
-def test_subprocess_exit_codes(ckpt, tmp_path):
+def test_subprocess_exit_codes(tiny_ckpt, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     bad = subprocess.run([sys.executable, "-m", "exporters.cli_export", str(tmp_path / "missing"), "-o",
                           str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=str(tmp_path),
@@ -151,14 +139,14 @@ def test_subprocess_exit_codes(ckpt, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_hla_deploy_cli_dispatches_export(ckpt, tmp_path):
+def test_hla_deploy_cli_dispatches_export(tiny_ckpt, tmp_path):
     from hla_deploy import cli
     try:
         cli.build_parser()
     except ImportError as e:
         pytest.skip(f"hla_deploy.cli cannot build its parser yet (another subcommand module is missing: {e})")
     out = tmp_path / "m.onnx"
-    assert cli.main(["export", str(ckpt), "-o", str(out), "--op", "standard"]) == 0
+    assert cli.main(["export", str(tiny_ckpt), "-o", str(out), "--op", "standard"]) == 0
     assert _meta(out)["hla_deploy.op"] == "standard"
     assert cli.main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 1
     assert not (tmp_path / "x.onnx").exists()

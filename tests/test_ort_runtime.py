@@ -23,7 +23,6 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from hla_deploy.plugins import PluginBuildError, ort_library_path  # noqa: E402
 from hla_deploy.runtime import sampling  # noqa: E402
 
 try:
@@ -42,14 +41,6 @@ CONFIGS = {
     "ahla": dict(variant="ahla", decay=[0.92, 0.99], normalize=True),
     "hla3": dict(variant="hla3", decay=1.0),
 }
-
-
-@pytest.fixture(scope="module")
-def lib():
-    try:
-        return ort_library_path(build=True)
-    except PluginBuildError as e:
-        pytest.fail(f"building the ORT custom-op library failed: {e}")
 
 
 def _tiny_model(name, seed=0):
@@ -93,10 +84,10 @@ def _torch_trace(model, ids, n_steps):
 
 @needs_model
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_prefill_and_decode_match_torch(exported, lib, name):
+def test_prefill_and_decode_match_torch(exported, ort_library, name):
     from hla_deploy.runtime import OrtHLASession
     model, path = exported[name]
-    sess = OrtHLASession(path, library=lib)
+    sess = OrtHLASession(path, library=ort_library)
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 256, (2, 12 + 20)).astype(np.int64)
     ref_steps, ref_state = _torch_trace(model, ids, 20)
@@ -113,11 +104,11 @@ def test_prefill_and_decode_match_torch(exported, lib, name):
 
 
 @needs_model
-def test_fp16_export_matches_torch(lib, tmp_path):
+def test_fp16_export_matches_torch(ort_library, tmp_path):
     from hla_deploy.runtime import OrtHLASession
     model = _tiny_model("hla2-decay-normalize")
     path = export_onnx(model, tmp_path / "m16.onnx", op="custom", dtype="fp16")
-    sess = OrtHLASession(path, library=lib)
+    sess = OrtHLASession(path, library=ort_library)
     assert sess.metadata["hla_deploy.dtype"] == "fp16"
     ids = np.random.default_rng(2).integers(0, 256, (1, 12 + 20)).astype(np.int64)
     ref_steps, _ = _torch_trace(model, ids, 20)
@@ -130,14 +121,14 @@ def test_fp16_export_matches_torch(lib, tmp_path):
 
 
 @needs_model
-def test_cuda_ep_matches_cpu(exported, lib):
+def test_cuda_ep_matches_cpu(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider here (CPU-only wheel): the CUDA-EP op "
                     "cannot run; its kernels are tested in plugins/common")
     _, path = exported["hla2-decay-normalize"]
-    cpu = OrtHLASession(path, library=lib)
-    gpu = OrtHLASession(path, device="cuda", library=lib)
+    cpu = OrtHLASession(path, library=ort_library)
+    gpu = OrtHLASession(path, device="cuda", library=ort_library)
     ids = np.random.default_rng(4).integers(0, 256, (2, 20)).astype(np.int64)
     for s in (cpu, gpu):
         s.reset(2)
@@ -148,10 +139,10 @@ def test_cuda_ep_matches_cpu(exported, lib):
 
 
 @needs_model
-def test_iobinding_equals_stateless_run(exported, lib):
+def test_iobinding_equals_stateless_run(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     _, path = exported["hla2-decay-normalize"]
-    sess = OrtHLASession(path, library=lib)
+    sess = OrtHLASession(path, library=ort_library)
     ids = np.random.default_rng(3).integers(0, 256, (3, 10)).astype(np.int64)
     # stateless chain: run(ids[:, :7]) then three one-token runs
     l0, s = sess.run(ids[:, :7], sess.init_state(3))
@@ -171,10 +162,10 @@ def test_iobinding_equals_stateless_run(exported, lib):
 
 @needs_model
 @pytest.mark.parametrize("name", ["hla2-decay-normalize", "ahla"])
-def test_greedy_generate_matches_torch(exported, lib, name):
+def test_greedy_generate_matches_torch(exported, ort_library, name):
     from hla_deploy.runtime import OrtHLASession
     model, path = exported[name]
-    sess = OrtHLASession(path, library=lib)
+    sess = OrtHLASession(path, library=ort_library)
     prompt = [100, 101, 102, 32, 120]
     got = sess.generate(prompt, 20)
     with torch.no_grad():
@@ -189,10 +180,10 @@ def test_greedy_generate_matches_torch(exported, lib, name):
 
 
 @needs_model
-def test_generate_sampling_is_seeded(exported, lib):
+def test_generate_sampling_is_seeded(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     _, path = exported["ahla"]
-    sess = OrtHLASession(path, library=lib)
+    sess = OrtHLASession(path, library=ort_library)
     a = sess.generate([1, 2, 3], 12, temperature=1.5, top_k=20, seed=7)
     b = sess.generate([1, 2, 3], 12, temperature=1.5, top_k=20, seed=7)
     assert a == b and len(a) == 12
@@ -201,24 +192,24 @@ def test_generate_sampling_is_seeded(exported, lib):
 
 
 @needs_model
-def test_generate_cli_matches_session(exported, lib):
+def test_generate_cli_matches_session(exported, ort_library):
     from hla_deploy.models import tokenizer
     from hla_deploy.runtime import OrtHLASession, cli
     _, path = exported["hla3"]
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args([str(path), "--prompt", "def f(", "--max-new-tokens", "6", "--json",
-                              "--library", str(lib)])
+                              "--library", str(ort_library)])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert cli.run(args) == 0
     out = json.loads(buf.getvalue())
     assert out["prompt_ids"] == tokenizer.encode("def f(")
-    assert out["generated_ids"] == OrtHLASession(path, library=lib).generate(tokenizer.encode("def f("), 6)
+    assert out["generated_ids"] == OrtHLASession(path, library=ort_library).generate(tokenizer.encode("def f("), 6)
 
 
 @needs_model
-def test_shipped_checkpoint_greedy_matches_torch(lib, tmp_path):
+def test_shipped_checkpoint_greedy_matches_torch(ort_library, tmp_path):
     from hla_deploy.models import default_checkpoint, tokenizer
     from hla_deploy.runtime import OrtHLASession
     try:
@@ -226,7 +217,7 @@ def test_shipped_checkpoint_greedy_matches_torch(lib, tmp_path):
     except FileNotFoundError as e:
         pytest.skip(f"shipped checkpoint not present: {e}")
     model = HLALanguageModel.load(ckpt).eval()
-    sess = OrtHLASession(export_onnx(ckpt, tmp_path / "tiny.onnx"), library=lib)
+    sess = OrtHLASession(export_onnx(ckpt, tmp_path / "tiny.onnx"), library=ort_library)
     prompt = tokenizer.encode("import os\n\ndef ")
     got = sess.generate(prompt, 24)
     with torch.no_grad():
@@ -255,7 +246,7 @@ def test_library_that_is_not_a_library(tmp_path, exported):
 
 
 @needs_model
-def test_unknown_contract_version_and_missing_metadata_refused(exported, lib, tmp_path):
+def test_unknown_contract_version_and_missing_metadata_refused(exported, ort_library, tmp_path):
     import onnx
     from hla_deploy.runtime import OrtHLASession
     proto = onnx.load(str(exported["hla3"][1]))
@@ -264,28 +255,28 @@ def test_unknown_contract_version_and_missing_metadata_refused(exported, lib, tm
             prop.value = "99"
     onnx.save(proto, str(tmp_path / "v99.onnx"))
     with pytest.raises(ValueError, match=r"op contract version 99; this runtime knows 1"):
-        OrtHLASession(tmp_path / "v99.onnx", library=lib)
+        OrtHLASession(tmp_path / "v99.onnx", library=ort_library)
     del proto.metadata_props[:]
     onnx.save(proto, str(tmp_path / "nometa.onnx"))
     with pytest.raises(ValueError, match=r"no 'hla_deploy.op_contract_version' metadata"):
-        OrtHLASession(tmp_path / "nometa.onnx", library=lib)
+        OrtHLASession(tmp_path / "nometa.onnx", library=ort_library)
 
 
 @needs_model
-def test_cuda_without_cuda_ep_is_a_clear_error(exported, lib):
+def test_cuda_without_cuda_ep_is_a_clear_error(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA EP: the error path cannot be reached")
     with pytest.raises(RuntimeError, match=r"needs onnxruntime's CUDAExecutionProvider"):
-        OrtHLASession(exported["hla3"][1], device="cuda", library=lib)
+        OrtHLASession(exported["hla3"][1], device="cuda", library=ort_library)
     with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda'"):
-        OrtHLASession(exported["hla3"][1], device="tpu", library=lib)
+        OrtHLASession(exported["hla3"][1], device="tpu", library=ort_library)
 
 
 @needs_model
-def test_bad_inputs_are_clear_errors(exported, lib):
+def test_bad_inputs_are_clear_errors(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
-    sess = OrtHLASession(exported["hla2-ridge"][1], library=lib)
+    sess = OrtHLASession(exported["hla2-ridge"][1], library=ort_library)
     L, H, N = sess.n_layers, sess.n_heads, sess.state_size
     ids = np.zeros((1, 4), np.int64)
     with pytest.raises(TypeError, match="input_ids must hold integer token ids"):

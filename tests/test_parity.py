@@ -49,20 +49,6 @@ def onnx_files(ckpt, tmp_path_factory):
             "standard": export_onnx(ckpt, d / "standard.onnx", op="standard")}
 
 
-@pytest.fixture(scope="module")
-def ort_ready():
-    """The ORT custom-op library and runtime (skip with the reason when not available here)."""
-    try:
-        from hla_deploy.plugins import PluginBuildError, ort_library_path
-        from hla_deploy.runtime import OrtHLASession  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"ORT runtime / plugin module not importable: {exc}")
-    try:
-        return ort_library_path(build=True)
-    except PluginBuildError as exc:
-        pytest.skip(f"ORT custom-op library could not be built here: {exc}")
-
-
 def cli(argv):
     parser = argparse.ArgumentParser()
     parity_cli.add_arguments(parser)
@@ -263,7 +249,7 @@ def test_bad_input_clear_errors(ckpt, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- ONNX backends
-def test_honest_export_passes_all_cpu_backends(ckpt, onnx_files, ort_ready, tmp_path, capsys):
+def test_honest_export_passes_all_cpu_backends(ckpt, onnx_files, ort_library, tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("\n".join(p.replace("\n", "\\n") for p in PROMPTS) + "\n")
     rc = cli([ckpt, "--onnx", onnx_files["custom"], "--onnx", onnx_files["standard"],
               "--backends", "torch,ort-cpu,onnx-standard", "--prompts", tmp_path / "prompts.txt",
@@ -287,7 +273,7 @@ def test_harness_exports_when_no_onnx_given(ckpt, onnx_files, tmp_path):
     assert rep["onnx"]["given"] is False and b["artifact"].endswith(".onnx")
 
 
-def test_altered_decay_attribute_fails(ckpt, onnx_files, ort_ready, tmp_path, capsys):
+def test_altered_decay_attribute_fails(ckpt, onnx_files, ort_library, tmp_path, capsys):
     bad = alter_decay(onnx_files["custom"], tmp_path / "altered_decay.onnx")
     rc = cli([ckpt, "--onnx", bad, "--backends", "torch,ort-cpu,onnx-standard", "--prompts",
               _prompt_file(tmp_path), "--decode-steps", DECODE, "--json", tmp_path / "bad.json"])
@@ -306,7 +292,7 @@ def test_altered_decay_attribute_fails(ckpt, onnx_files, ort_ready, tmp_path, ca
     assert "ort-cpu: OUT OF TOLERANCE" in out and "FAIL" in out
 
 
-def test_broken_state_handoff_fails(ckpt, onnx_files, ort_ready, tmp_path, capsys):
+def test_broken_state_handoff_fails(ckpt, onnx_files, ort_library, tmp_path, capsys):
     bad = zero_layer_state_out(onnx_files["custom"], tmp_path / "zeroed_state.onnx", layer=0)
     rc = cli([ckpt, "--onnx", bad, "--backends", "ort-cpu", "--prompts", _prompt_file(tmp_path),
               "--decode-steps", DECODE, "--json", tmp_path / "bad.json"])
@@ -351,7 +337,7 @@ def _prompt_file(tmp_path):
     ("hla3", True, 0.0, 1.0),
     ("hla2", True, 0.5, 0.9),
 ])
-def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, tmp_path, ort_ready):
+def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, tmp_path, ort_library):
     """Every variant's state layout survives export + hand-off in both ONNX backends."""
     torch.manual_seed(3)
     cfg = HLAConfig(d_model=16, n_layers=2, n_heads=2, head_dim=4, value_dim=8, mlp_hidden=32,
@@ -365,7 +351,7 @@ def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, 
     assert rep["summary"]["ok"]
 
 
-def test_fp16_exports_within_fp16_tolerance_and_outside_fp32(ckpt, ort_ready, tmp_path):
+def test_fp16_exports_within_fp16_tolerance_and_outside_fp32(ckpt, ort_library, tmp_path):
     """--dtype fp16 exports fp16 graphs: within the fp16 tolerances, and (being really fp16)
     outside the fp32 ones."""
     rep = run_parity(ckpt, backends=["ort-cpu", "onnx-standard"], prompts=PROMPTS[:1],
