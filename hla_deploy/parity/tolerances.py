@@ -25,6 +25,7 @@ Why these numbers:
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Iterable, List, Mapping, Optional
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -55,6 +56,21 @@ def default_tolerances(dtype: str) -> Dict[str, float]:
     return dict(DEFAULT_TOLERANCES[dtype])
 
 
+#: closed range a tolerance value may take ("max" keys: any finite error bound >= 0)
+_RANGES = {"min_cosine": (-1.0, 1.0), "token_agreement": (0.0, 1.0)}
+
+
+def _check_value(key: str, value: float) -> float:
+    """``value`` as a float, or ValueError when it is not a meaningful bound for ``key``
+    (nan, inf, a negative error bound, a cosine outside [-1, 1], an agreement outside [0, 1])."""
+    lo, hi = _RANGES.get(key, (0.0, math.inf))
+    value = float(value)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        want = f"a finite number in [{lo:g}, {hi:g}]" if math.isfinite(hi) else "a finite number >= 0"
+        raise ValueError(f"tolerance {key} must be {want}, got {value!r}")
+    return value
+
+
 def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, float]:
     """Parse ``["key=value", ...]`` (from ``--tol``) into a dict, rejecting unknown keys."""
     out: Dict[str, float] = {}
@@ -67,9 +83,13 @@ def parse_overrides(items: Optional[Iterable[str]]) -> Dict[str, float]:
             raise ValueError(f"--tol {item!r}: unknown tolerance key {key!r}; expected one of "
                              f"{', '.join(TOLERANCE_KEYS)}")
         try:
-            out[key] = float(value)
+            number = float(value)
         except ValueError:
             raise ValueError(f"--tol {item!r}: value {value!r} is not a number") from None
+        try:
+            out[key] = _check_value(key, number)
+        except ValueError as exc:
+            raise ValueError(f"--tol {item!r}: {exc}") from None
     return out
 
 
@@ -79,7 +99,7 @@ def resolve(dtype: str, overrides: Optional[Mapping[str, float]] = None) -> Dict
     for key, value in (overrides or {}).items():
         if key not in TOLERANCE_KEYS:
             raise ValueError(f"unknown tolerance key {key!r}; expected one of {', '.join(TOLERANCE_KEYS)}")
-        tol[key] = float(value)
+        tol[key] = _check_value(key, value)
     return tol
 
 
