@@ -5,6 +5,7 @@
     with atomic_path(png, suffix=".png") as tmp: fig.savefig(tmp)
     atomic_write_bytes(out, data)            # bytes or any buffer (memoryview, IHostMemory)
     atomic_write_text(out, text)
+    check_output_path(out)                   # before a long job: ValueError if out cannot be made
 
 On success the temp file gets the mode a plain ``open(path, "w")`` would give (0666 & ~umask;
 mkstemp creates 0600) and replaces ``path`` in one rename, so a reader sees the old file or the
@@ -21,7 +22,7 @@ from typing import Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_path"]
 
 
 def _default_mode() -> int:
@@ -61,3 +62,26 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
         with open(tmp, "w", encoding=encoding) as fh:
             fh.write(text)
     return Path(path)
+
+
+def check_output_path(path: PathLike, what: str = "output file", directory: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be created as a file (or, with ``directory``, a
+    directory) by a writer that creates missing parent directories; returns ``Path(path)``.
+
+    Raises ValueError naming ``what`` and the path when it is an existing directory (a file is
+    wanted) or an existing non-directory (a directory is wanted), when a parent is a file, or when
+    the nearest existing parent directory is not writable.
+    """
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} exists and is not a directory")
+    if not directory and path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; expected a file path")
+    parent = path.parent if not (directory and path.is_dir()) else path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {str(path)!r}: directory {str(parent)!r} is not writable")
+    return path

@@ -75,3 +75,30 @@ def test_tolerance_resolve_rejects_meaningless_values():
         tolerances.resolve("fp32", {"min_cosine": float("nan")})
     assert tolerances.resolve("fp32", {"min_cosine": 0.5, "max_abs_err": 0.0}) == dict(
         tolerances.DEFAULT_TOLERANCES["fp32"], min_cosine=0.5, max_abs_err=0.0)
+
+
+def test_parity_rejects_unwritable_json_and_report_before_running(tiny_ckpt, tmp_path, a_file, capsys,
+                                                                 monkeypatch):
+    import hla_deploy.parity as parity
+    monkeypatch.setattr(parity, "run_parity", lambda *a, **k: pytest.fail("parity ran despite a bad output"))
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--json", tmp_path)
+    assert rc == 2
+    one_error_line(err, "--json", str(tmp_path), "is a directory")
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--report", a_file)
+    assert rc == 2
+    one_error_line(err, "--report", str(a_file), "not a directory")
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--json", a_file / "sub" / "r.json")
+    assert rc == 2
+    one_error_line(err, "--json", "not a directory")
+
+
+def test_parity_report_write_failure_is_one_line(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    from hla_deploy.parity import report
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(report, "write_json", no_space)
+    rc, out, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--decode-steps", "1",
+                       "--quiet", "--json", tmp_path / "r.json")
+    assert rc == 2 and "PASS" in out  # the run itself passed; the report could not be written
+    one_error_line(err, "cannot write the report", "No space left")
+    assert list(tmp_path.iterdir()) == []

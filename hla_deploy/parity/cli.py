@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from . import BACKEND_NAMES as _BACKENDS
 
-_BACKENDS = ("torch", "triton", "ort-cpu", "ort-cuda", "onnx-standard", "trt")
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +80,14 @@ def run(args) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    from hla_deploy._atomic import check_output_path
+
     try:
+        # outputs first: a bad --json / --report path must not cost a whole parity run
+        if args.json:
+            check_output_path(args.json, "--json file")
+        if args.report:
+            check_output_path(args.report, "--report directory", directory=True)
         overrides = parse_overrides(args.tol)
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
         prompts = read_prompts(args.prompts) if args.prompts else None
@@ -96,11 +103,15 @@ def run(args) -> int:
         return EXIT_USAGE
 
     print(format_table(report))
-    if args.json:
-        print(f"JSON report: {write_json(report, args.json)}")
-    if args.report:
-        paths = write_report_dir(report, args.report)
-        print(f"report: {paths['markdown']} (plot {paths['plot']}, JSON {paths['json']})")
+    try:
+        if args.json:
+            print(f"JSON report: {write_json(report, args.json)}")
+        if args.report:
+            paths = write_report_dir(report, args.report)
+            print(f"report: {paths['markdown']} (plot {paths['plot']}, JSON {paths['json']})")
+    except OSError as exc:
+        print(f"hla-deploy parity: error: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return exit_code(report)
 
 
