@@ -29,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from .tensorrt_engine import (EngineBuildError, TensorRTUnavailableError, build_engine, onnx_model_info,
                                   profile_shapes, trtexec_command)
 
+    from hla_deploy._atomic import check_output_path
+
     try:
         info = onnx_model_info(args.onnx)
+        check_output_path(args.output, "engine file")
         shapes = profile_shapes(info.num_layers, info.num_heads, info.state_size,
                                 max_batch=args.max_batch, max_seq=args.max_seq)
         if args.fp16 and info.dtype != "fp16":

@@ -30,15 +30,13 @@ import shlex
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
-from hla_deploy._atomic import atomic_write_bytes
+from hla_deploy._atomic import atomic_write_bytes, check_output_path
 
 PathLike = Union[str, os.PathLike]
 Shape = Tuple[int, ...]
 
 #: Default T of the profile's "opt" shape (TensorRT tunes tactics for it).
 DEFAULT_OPT_SEQ = 128
-INPUT_NAMES = ("input_ids", "state")
-OUTPUT_NAMES = ("logits", "state_out")
 PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "HLARecurrentStep", "1", ""
 
 
@@ -104,29 +102,18 @@ class ModelInfo(NamedTuple):
 
 def onnx_model_info(onnx_path: PathLike) -> ModelInfo:
     """Static dims of input `state` [L, B, H, N] and the dtype/op metadata of an hla-deploy export."""
-    import onnx
+    from hla_deploy.runtime.onnx_file import export_op, read_export
 
     path = Path(onnx_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ValueError(f"could not read ONNX model {path}: {e}") from e
-    inputs = {i.name: i for i in model.graph.input}
-    outputs = {o.name for o in model.graph.output}
-    if set(INPUT_NAMES) - set(inputs) or set(OUTPUT_NAMES) - outputs:
-        raise ValueError(f"{path}: expected inputs {INPUT_NAMES} and outputs {OUTPUT_NAMES} (an hla-deploy "
-                         f"export), got inputs {tuple(inputs)} and outputs {tuple(sorted(outputs))}")
-    dims = inputs["state"].type.tensor_type.shape.dim
+    model, meta = read_export(path)  # FileNotFoundError / ValueError naming the file
+    state = next(i for i in model.graph.input if i.name == "state")
+    dims = state.type.tensor_type.shape.dim
     vals = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     if len(vals) != 4 or None in (vals[0], vals[2], vals[3]):
         shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
         raise ValueError(f"{path}: input 'state' must be [L, B, H, N] with static L, H, N, got {shown}")
-    meta = {p.key: p.value for p in model.metadata_props}
-    has_custom = any(n.op_type == PLUGIN_NAME for n in model.graph.node)
-    op = meta.get("hla_deploy.op", "custom" if has_custom else "standard")
-    return ModelInfo(int(vals[0]), int(vals[2]), int(vals[3]), meta.get("hla_deploy.dtype", "fp32"), op)
+    return ModelInfo(int(vals[0]), int(vals[2]), int(vals[3]), meta.get("hla_deploy.dtype", "fp32"),
+                     export_op(model, meta))
 
 
 def _import_tensorrt(hint: str = ""):
@@ -168,6 +155,7 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, *, fp16: bool = False
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     info = onnx_model_info(onnx_path)
+    check_output_path(plan_path, "engine file")  # before a build that can take minutes
     shapes = profile_shapes(info.num_layers, info.num_heads, info.state_size, max_batch=max_batch, max_seq=max_seq)
     if fp16 and info.dtype != "fp16":
         raise ValueError(f"fp16=True but {onnx_path} is a {info.dtype} export; the network is strongly typed "

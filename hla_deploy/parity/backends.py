@@ -26,7 +26,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-BACKEND_NAMES = ("torch", "triton", "ort-cpu", "ort-cuda", "onnx-standard", "trt")
+from . import BACKEND_NAMES  # the one list of backend names (hla_deploy/parity/__init__.py)
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -276,12 +276,10 @@ class Backend:
         raise NotImplementedError
 
 
-class TorchBackend(Backend):
-    name = "torch"
+class _TorchModelBackend(Backend):
+    """The torch model (a _TorchModelRunner set by ``prepare``), prefill and decode from a zero state."""
 
-    def prepare(self, ctx):
-        self.runner = _TorchModelRunner(ctx.load_model(), "cpu", "recurrent", ctx.dtype)
-        self.description = f"torch model, attn_backend='recurrent', CPU, {ctx.dtype}"
+    runner: _TorchModelRunner
 
     def run(self, prompt_ids, feed_tokens):
         r = self.runner
@@ -289,7 +287,15 @@ class TorchBackend(Backend):
                               r.state_to_numpy)
 
 
-class TritonBackend(Backend):
+class TorchBackend(_TorchModelBackend):
+    name = "torch"
+
+    def prepare(self, ctx):
+        self.runner = _TorchModelRunner(ctx.load_model(), "cpu", "recurrent", ctx.dtype)
+        self.description = f"torch model, attn_backend='recurrent', CPU, {ctx.dtype}"
+
+
+class TritonBackend(_TorchModelBackend):
     name = "triton"
 
     def prepare(self, ctx):
@@ -298,11 +304,6 @@ class TritonBackend(Backend):
             raise BackendSkipped(why)
         self.runner = _TorchModelRunner(ctx.load_model(), "cuda", "triton", ctx.dtype)
         self.description = f"torch model, attn_backend='triton', CUDA, {ctx.dtype}"
-
-    def run(self, prompt_ids, feed_tokens):
-        r = self.runner
-        return teacher_forced(r.step, r.init_state(prompt_ids.shape[0]), prompt_ids, feed_tokens,
-                              r.state_to_numpy)
 
 
 class _NumpyStateBackend(Backend):
@@ -464,21 +465,12 @@ def make_backend(name: str) -> Backend:
 
 
 def onnx_kind(path: Path) -> Tuple[str, dict]:
-    """("custom" | "standard", metadata dict) of an ONNX file, from its metadata
-    (``hla_deploy.op``), else from whether it holds an HLARecurrentStep node."""
-    import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {path} does not exist")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable ONNX model: {exc}") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    op = meta.get("hla_deploy.op")
-    if op not in ("custom", "standard"):
-        op = "custom" if any(n.op_type == "HLARecurrentStep" for n in model.graph.node) else "standard"
-    return op, meta
+    """("custom" | "standard", metadata dict) of an hla-deploy ONNX export, from its metadata
+    (``hla_deploy.op``), else from whether it holds an HLARecurrentStep node. A file that is
+    missing, unreadable or not an hla-deploy export raises an error naming it."""
+    from hla_deploy.runtime.onnx_file import export_op, read_export
+    model, meta = read_export(path)
+    return export_op(model, meta), meta
 
 
 def config_mismatch(meta: dict, config) -> Optional[str]:
