@@ -80,3 +80,21 @@ def test_build_engine_checks_output_before_tensorrt(tiny_ckpt, tmp_path, a_file,
     assert rc == 2
     one_error_line(err, "is a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "plain.txt"]
+
+
+# ---- generate ---------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the CUDA-less error; this machine has CUDA")
+def test_generate_checkpoint_on_cuda_without_cuda(tiny_ckpt, capsys):
+    rc, out, err = cli(capsys, "generate", tiny_ckpt, "--device", "cuda", "--max-new-tokens", "2")
+    assert rc == 1 and out == ""
+    one_error_line(err, "--device cuda", "--device cpu")
+
+
+@pytest.mark.parametrize("flags, needle", [(["--temperature", "nan"], "temperature"),
+                                           (["--temperature", "-1"], "temperature"),
+                                           (["--top-k", "0"], "top_k")])
+def test_generate_checkpoint_bad_sampling(tiny_ckpt, capsys, flags, needle):
+    rc, out, err = cli(capsys, "generate", tiny_ckpt, "--max-new-tokens", "2", *flags)
+    assert rc == 1 and out == ""
+    one_error_line(err, needle)

@@ -1,6 +1,7 @@
 """Reference text generation with the torch model: one prefill, then one-token steps with state."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -42,10 +43,10 @@ def generate(model, prompt_ids: Union[Sequence[int], torch.Tensor], max_new_toke
         raise ValueError("generate: prompt_ids must hold at least one token")
     if max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"generate: top_k must be >= 1 or None, got {top_k}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"generate: temperature must be a finite value >= 0, got {temperature}")
+    if top_k is not None and (int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"generate: top_k must be an integer >= 1 or None, got {top_k}")
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed if seed is not None else torch.seed())
     device = next(model.parameters()).device

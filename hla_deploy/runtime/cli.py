@@ -37,6 +37,11 @@ def _generator(args):
     kw = dict(temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     if path.is_dir():
         from hla_deploy.models import HLALanguageModel, generate
+        if args.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() "
+                                   "is False); use --device cpu")
         model = HLALanguageModel.load(path, map_location=args.device).eval()
         return "torch", lambda ids, n: generate(model, ids, n, **kw)
     if path.suffix == ".onnx":
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         ids = gen(prompt_ids, args.max_new_tokens)
         elapsed = time.perf_counter() - t0
-    except (FileNotFoundError, ValueError, RuntimeError, TypeError) as e:
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         print(f"generate: error: {e}", file=sys.stderr)
         return 1
     tok_s = len(ids) / elapsed if elapsed > 0 else 0.0
