@@ -95,6 +95,46 @@ def test_runner_errors(built, model_path, tmp_path):
     assert proc.returncode == 1 and "op_contract_version" in proc.stderr
 
 
+def _fake_export(path, logits_node, logits_type):
+    """A graph with the exporter's I/O names and metadata but a `logits` output of another rank or
+    dtype (input_ids [B, T] int64, state [1, B, 2, 4] float32 -> logits, state_out)."""
+    import onnx
+    from onnx import TensorProto, helper
+    nodes = [*logits_node, helper.make_node("Identity", ["state"], ["state_out"])]
+    graph = helper.make_graph(
+        nodes, "fake",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["B", "T"]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, "B", 2, 4])],
+        [helper.make_tensor_value_info("logits", logits_type, None),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, "B", 2, 4])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"hla_deploy.op_contract_version": "1"})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_runner_rejects_logits_of_wrong_rank_or_dtype(built, tmp_path):
+    """The runner indexes the logits buffer as [1, T, V] float32: anything else must be refused,
+    not read out of bounds."""
+    from onnx import TensorProto, helper
+    lib, exe = built
+    rank2 = _fake_export(tmp_path / "rank2.onnx",  # logits [B, T]
+                         [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)],
+                         TensorProto.FLOAT)
+    proc = _run(exe, "--model", rank2, "--library", lib, "--prompt", "def ", "--max-new-tokens", 2)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "'logits'" in proc.stderr and "[1, 4]" in proc.stderr and "[B, T, V]" in proc.stderr, proc.stderr
+    fp16 = _fake_export(tmp_path / "fp16.onnx",  # logits [B, T, 1] float16
+                        [helper.make_node("Unsqueeze", ["input_ids", "axes"], ["ids3"]),
+                         helper.make_node("Cast", ["ids3"], ["logits"], to=TensorProto.FLOAT16)],
+                        TensorProto.FLOAT16)
+    proc = _run(exe, "--model", fp16, "--library", lib, "--prompt", "def ", "--max-new-tokens", 2)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "'logits'" in proc.stderr and "float32" in proc.stderr, proc.stderr
+
+
 # ---- the build machinery (hla_deploy.plugins) ------------------------------------------------------
 
 def test_build_plugins_cli(built, capsys):

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -102,6 +103,30 @@ int64_t ArgmaxRow(const float* row, int64_t V) {
   return best;
 }
 
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << ']';
+  return os.str();
+}
+
+// The logits of the last of T positions, after checking that `logits` is [1, T, V] float32
+// (V = *vocab when > 0, which is then kept equal across calls). Throws std::runtime_error.
+const float* LastLogits(const Ort::Value& logits, int64_t T, int64_t* vocab) {
+  auto info = logits.GetTensorTypeAndShapeInfo();
+  const std::vector<int64_t> shape = info.GetShape();
+  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    throw std::runtime_error("output 'logits' is not float32 (hla-deploy exports return float32 logits)");
+  }
+  if (shape.size() != 3 || shape[0] != 1 || shape[1] != T || shape[2] < 1 || (*vocab > 0 && shape[2] != *vocab)) {
+    throw std::runtime_error("output 'logits' has shape " + ShapeStr(shape) + ", expected [B, T, V] = [1, " +
+                             std::to_string(T) + ", " + (*vocab > 0 ? std::to_string(*vocab) : std::string("V")) + "]");
+  }
+  *vocab = shape[2];
+  return logits.GetTensorData<float>() + (T - 1) * shape[2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,10 +199,10 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     auto outputs = session.Run(Ort::RunOptions{nullptr}, in_names, inputs.data(), 2, out_names, 2);
     auto t1 = std::chrono::steady_clock::now();
-    auto lshape = outputs[0].GetTensorTypeAndShapeInfo().GetShape();  // [1, T, V]
-    const int64_t V = lshape.back();
+    int64_t V = 0;  // vocabulary size, from the first logits [1, T, V]
+    const float* last = LastLogits(outputs[0], static_cast<int64_t>(prompt_ids.size()), &V);
     std::vector<int64_t> generated;
-    generated.push_back(ArgmaxRow(outputs[0].GetTensorData<float>() + (lshape[1] - 1) * V, V));
+    generated.push_back(ArgmaxRow(last, V));
     Ort::Value state = std::move(outputs[1]);
 
     // Decode: one token per call, state_out fed back.
@@ -188,7 +213,7 @@ int main(int argc, char** argv) {
       inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, &token, 1, step_shape.data(), step_shape.size()));
       inputs.push_back(std::move(state));
       outputs = session.Run(Ort::RunOptions{nullptr}, in_names, inputs.data(), 2, out_names, 2);
-      token = ArgmaxRow(outputs[0].GetTensorData<float>(), V);
+      token = ArgmaxRow(LastLogits(outputs[0], 1, &V), V);
       generated.push_back(token);
       state = std::move(outputs[1]);
     }
@@ -210,7 +235,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "[hla_runner] prefill %zu tokens: %.2f ms; decode %d tokens: %.1f tokens/s\n",
                    prompt_ids.size(), prefill_ms, decode_steps, tok_s);
     }
-  } catch (const Ort::Exception& e) {
+  } catch (const std::exception& e) {  // Ort::Exception and the checks above
     std::fprintf(stderr, "hla_runner: error: %s\n", e.what());
     return 1;
   }
