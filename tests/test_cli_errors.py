@@ -98,3 +98,23 @@ def test_generate_checkpoint_bad_sampling(tiny_ckpt, capsys, flags, needle):
     rc, out, err = cli(capsys, "generate", tiny_ckpt, "--max-new-tokens", "2", *flags)
     assert rc == 1 and out == ""
     one_error_line(err, needle)
+
+
+def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_path, capsys, monkeypatch):
+    # before: ORT got "libhla_ort_op.so" as is, and dlopen searched the system library path
+    from exporters import export_onnx
+    model = export_onnx(tiny_ckpt, tmp_path / "m.onnx")
+    shutil.copy(ort_library, tmp_path / Path(ort_library).name)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(capsys, "generate", "m.onnx", "--library", Path(ort_library).name,
+                       "--max-new-tokens", "3", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["backend"] == "onnxruntime-cpu" and len(got["generated_ids"]) == 3
+    from hla_deploy.models import HLALanguageModel, generate, tokenizer
+    ref = generate(HLALanguageModel.load(tiny_ckpt), tokenizer.encode("def "), 3)
+    assert got["generated_ids"] == ref
+    (tmp_path / "junk.so").write_bytes(b"not a shared library")
+    rc, _, err = cli(capsys, "generate", model, "--library", "junk.so", "--max-new-tokens", "1")
+    assert rc == 1
+    one_error_line(err, str(tmp_path / "junk.so"))

@@ -43,6 +43,8 @@ class OrtHLASession(HLASessionBase):
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"ONNX model {self.path} is a directory; expected an exported .onnx file")
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         if device not in ("cpu", "cuda"):
@@ -53,7 +55,9 @@ class OrtHLASession(HLASessionBase):
         if library is None:
             from hla_deploy.plugins import ort_library_path
             library = ort_library_path(build=True)
-        self.library = Path(library)
+        # absolute: a bare file name would make the loader (dlopen) search the system library path
+        # instead of the current directory, and possibly load another library of the same name
+        self.library = Path(library).absolute()
         if not self.library.is_file():
             raise FileNotFoundError(f"HLARecurrentStep custom-op library not found: {self.library} "
                                     f"(build it with `hla-deploy build-plugins`, or pass library=None "
