@@ -87,6 +87,9 @@ def export_onnx(checkpoint_dir_or_model, out_path: Union[str, os.PathLike], op: 
         raise ExportError(f"output directory {str(parent)!r} does not exist")
     model = _load_model(checkpoint_dir_or_model)
     proto = build_onnx_model(model, op=op, dtype=dtype)
-    with atomic_path(out_path) as tmp:  # never a half-written .onnx
-        onnx.save_model(proto, str(tmp))
+    try:
+        with atomic_path(out_path) as tmp:  # never a half-written .onnx
+            onnx.save_model(proto, str(tmp))
+    except OSError as e:
+        raise ExportError(f"cannot write output file {str(out_path)!r}: {e.strerror or e}") from e
     return out_path

@@ -118,3 +118,16 @@ def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_pa
     rc, _, err = cli(capsys, "generate", model, "--library", "junk.so", "--max-new-tokens", "1")
     assert rc == 1
     one_error_line(err, str(tmp_path / "junk.so"))
+
+
+# ---- export -----------------------------------------------------------------------------------------
+
+def test_export_write_failure_names_the_output(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(onnx, "save_model", no_space)
+    out = tmp_path / "m.onnx"
+    rc, _, err = cli(capsys, "export", tiny_ckpt, "-o", out)
+    assert rc == 1
+    one_error_line(err, f"cannot write output file '{out}'", "No space left")
+    assert list(tmp_path.iterdir()) == []
