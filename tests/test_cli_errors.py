@@ -131,3 +131,16 @@ def test_export_write_failure_names_the_output(tiny_ckpt, tmp_path, capsys, monk
     assert rc == 1
     one_error_line(err, f"cannot write output file '{out}'", "No space left")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_config_from_another_checkpoint(tiny_ckpt, tmp_path, capsys):
+    # same tensor shapes, different model: before, it loaded silently with the wrong decay
+    bad = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["decay"] = [0.5, 0.5]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = cli(capsys, "export", bad, "-o", tmp_path / "m.onnx")
+    assert rc == 1
+    one_error_line(err, "decay", "[0.5, 0.5]", "[0.9, 1.0]", "config.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]

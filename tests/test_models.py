@@ -309,6 +309,28 @@ def test_checkpoint_config_mismatch(ck):
         HLALanguageModel.load(ck)
 
 
+@pytest.mark.parametrize("field, value", [("normalize", True), ("variant", "ahla"), ("eps", 1e-3)])
+def test_checkpoint_config_from_another_model_with_same_shapes(ck, field, value):
+    # these fields change no tensor shape: before, the weights loaded silently into another model
+    d = json.loads((ck / "config.json").read_text())
+    saved = d[field]
+    d[field] = value
+    (ck / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=rf"config\.json does not describe the model model\.safetensors "
+                                              rf"was saved from \({field}: config\.json has {value!r}, the "
+                                              rf"weights were saved with {saved!r}\)"):
+        HLALanguageModel.load(ck)
+
+
+def test_checkpoint_missing_tensor_list_is_cut_short(ck):
+    d = json.loads((ck / "config.json").read_text())
+    d["n_layers"] = 4   # two layers more: 14 tensors missing
+    (ck / "config.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match=r"lack tensor\(s\) \['blocks\.2\.[^]]*\] \(\+\d+ more\)") as e:
+        HLALanguageModel.load(ck)
+    assert str(e.value).count("blocks.") == 4
+
+
 def test_checkpoint_error_is_value_error():
     assert issubclass(CheckpointError, ValueError)
 

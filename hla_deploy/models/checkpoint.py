@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -86,6 +86,42 @@ def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
                               f"{type(e).__name__}: {e}") from e
 
 
+def saved_config(path: Path) -> Optional[dict]:
+    """The config (HLAConfig.to_dict) that save_checkpoint recorded in the safetensors metadata of
+    ``path`` (key ``hla_deploy.config``), or None when there is none (weights written elsewhere)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("hla_deploy.config")
+        return None if raw is None else HLAConfig.from_dict(json.loads(raw)).to_dict()
+    except Exception as e:  # the header was readable a moment ago (load_tensors); the metadata is not
+        raise CheckpointError(f"checkpoint weights {str(path)!r}: unreadable 'hla_deploy.config' metadata: "
+                              f"{type(e).__name__}: {e}") from e
+
+
+def _check_saved_config(config: HLAConfig, wpath: Path) -> None:
+    """config.json must describe the model the weights were saved with: the fields that do not
+    change tensor shapes (variant, decay, normalize, eps, ridge, ...) would otherwise load silently
+    into a different model."""
+    saved = saved_config(wpath)
+    if saved is None:
+        return
+    ours = config.to_dict()
+    diffs = [k for k in sorted(set(ours) | set(saved)) if ours.get(k) != saved.get(k)]
+    if diffs:
+        shown = ", ".join(f"{k}: {CONFIG_NAME} has {ours.get(k)!r}, the weights were saved with {saved.get(k)!r}"
+                          for k in diffs)
+        raise CheckpointError(f"checkpoint {str(wpath.parent)!r}: {CONFIG_NAME} does not describe the model "
+                              f"{WEIGHTS_NAME} was saved from ({shown}); is {CONFIG_NAME} from another "
+                              f"checkpoint?")
+
+
+def _few(names, shown: int = 4) -> str:
+    """A list of names for an error message, cut after ``shown`` (one readable line)."""
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return f"{names[:shown]}{more}"
+
+
 def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str = "auto"):
     """Build an HLALanguageModel from `directory`, checking every tensor name, shape and dtype."""
     from hla_deploy.models.model import HLALanguageModel
@@ -99,11 +135,11 @@ def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str =
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
-        raise CheckpointError(f"checkpoint weights {str(wpath)!r} lack tensor(s) {missing} required by "
+        raise CheckpointError(f"checkpoint weights {str(wpath)!r} lack tensor(s) {_few(missing)} required by "
                               f"{CONFIG_NAME} (n_layers={config.n_layers}, "
                               f"tie_embeddings={config.tie_embeddings})")
     if unexpected:
-        raise CheckpointError(f"checkpoint weights {str(wpath)!r} hold unexpected tensor(s) {unexpected} "
+        raise CheckpointError(f"checkpoint weights {str(wpath)!r} hold unexpected tensor(s) {_few(unexpected)} "
                               f"not in the model described by {CONFIG_NAME}")
     for name, ref in expected.items():
         t = tensors[name]
@@ -115,5 +151,6 @@ def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str =
                                   f"expected a floating-point dtype")
         if not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"checkpoint weights {str(wpath)!r}: tensor {name!r} holds NaN or Inf")
+    _check_saved_config(config, wpath)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     return model.to(map_location) if map_location is not None else model
