@@ -44,13 +44,15 @@ def run(args) -> int:
     from pathlib import Path
 
     out = Path(args.out).resolve()
+    # every option is checked before any work, so a bad one costs nothing and leaves nothing
     if args.max_new_tokens < 1:
         print("hla-deploy quickstart: error: --max-new-tokens must be >= 1", file=sys.stderr)
         return 2
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"hla-deploy quickstart: error: cannot create output directory {out}: {exc}", file=sys.stderr)
+    if args.decode_steps < 0:
+        print("hla-deploy quickstart: error: --decode-steps must be >= 0", file=sys.stderr)
+        return 2
+    if not args.prompt:
+        print("hla-deploy quickstart: error: --prompt must not be empty", file=sys.stderr)
         return 2
 
     # 1. checkpoint ---------------------------------------------------------------------------
@@ -60,6 +62,11 @@ def run(args) -> int:
         model = HLALanguageModel.load(ckpt, map_location="cpu")
     except Exception as exc:
         print(f"hla-deploy quickstart: error: cannot load the checkpoint: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"hla-deploy quickstart: error: cannot create output directory {out}: {exc}", file=sys.stderr)
         return 2
     model.eval()
     c = model.config

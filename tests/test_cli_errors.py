@@ -144,3 +144,18 @@ def test_export_config_from_another_checkpoint(tiny_ckpt, tmp_path, capsys):
     assert rc == 1
     one_error_line(err, "decay", "[0.5, 0.5]", "[0.9, 1.0]", "config.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+# ---- quickstart -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, needle", [(["--decode-steps", "-1"], "--decode-steps"),
+                                           (["--prompt", ""], "--prompt"),
+                                           (["--checkpoint", "no/such/ckpt"], "no/such/ckpt")])
+def test_quickstart_bad_option_fails_before_any_work(tmp_path, capsys, monkeypatch, flags, needle):
+    import exporters
+    monkeypatch.setattr(exporters, "export_onnx", lambda *a, **k: pytest.fail("exported despite a bad option"))
+    out = tmp_path / "qs"
+    rc, stdout, err = cli(capsys, "quickstart", "--out", out, *flags)
+    assert rc == 2 and stdout == ""
+    one_error_line(err, needle)
+    assert not out.exists()
