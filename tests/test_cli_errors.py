@@ -57,6 +57,53 @@ def a_file(tmp_path):
 
 # ---- parity -----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("tol, key", [("max_abs_err=-1", "max_abs_err"), ("rel_rms_err=nan", "rel_rms_err"),
+                                      ("state_rel_err=inf", "state_rel_err"), ("min_cosine=2", "min_cosine"),
+                                      ("token_agreement=1.5", "token_agreement")])
+def test_parity_rejects_meaningless_tolerance(tiny_ckpt, capsys, tol, key):
+    # before: -1 or nan made every backend FAIL, inf made the check always pass
+    rc, out, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--tol", tol)
+    assert rc == 2 and out == ""
+    one_error_line(err, "--tol", key)
+
+
+def test_tolerance_resolve_rejects_meaningless_values():
+    from hla_deploy.parity import tolerances
+    with pytest.raises(ValueError, match="max_abs_err must be a finite number >= 0"):
+        tolerances.resolve("fp32", {"max_abs_err": -1e-3})
+    with pytest.raises(ValueError, match=r"min_cosine must be a finite number in \[-1, 1\]"):
+        tolerances.resolve("fp32", {"min_cosine": float("nan")})
+    assert tolerances.resolve("fp32", {"min_cosine": 0.5, "max_abs_err": 0.0}) == dict(
+        tolerances.DEFAULT_TOLERANCES["fp32"], min_cosine=0.5, max_abs_err=0.0)
+
+
+def test_parity_rejects_unwritable_json_and_report_before_running(tiny_ckpt, tmp_path, a_file, capsys,
+                                                                 monkeypatch):
+    import hla_deploy.parity as parity
+    monkeypatch.setattr(parity, "run_parity", lambda *a, **k: pytest.fail("parity ran despite a bad output"))
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--json", tmp_path)
+    assert rc == 2
+    one_error_line(err, "--json", str(tmp_path), "is a directory")
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--report", a_file)
+    assert rc == 2
+    one_error_line(err, "--report", str(a_file), "not a directory")
+    rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--json", a_file / "sub" / "r.json")
+    assert rc == 2
+    one_error_line(err, "--json", "not a directory")
+
+
+def test_parity_report_write_failure_is_one_line(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    from hla_deploy.parity import report
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(report, "write_json", no_space)
+    rc, out, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--decode-steps", "1",
+                       "--quiet", "--json", tmp_path / "r.json")
+    assert rc == 2 and "PASS" in out  # the run itself passed; the report could not be written
+    one_error_line(err, "cannot write the report", "No space left")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_parity_rejects_onnx_that_is_not_an_hla_export(tiny_ckpt, not_hla_onnx, tmp_path, capsys):
     # before: taken as a "standard-op graph" and the ort-cpu backend reported as skipped
     rc, _, err = cli(capsys, "parity", tiny_ckpt, "--backends", "ort-cpu", "--onnx", not_hla_onnx)
@@ -159,3 +206,13 @@ def test_quickstart_bad_option_fails_before_any_work(tmp_path, capsys, monkeypat
     assert rc == 2 and stdout == ""
     one_error_line(err, needle)
     assert not out.exists()
+
+
+# ---- build-plugins ----------------------------------------------------------------------------------
+
+def test_build_plugins_build_dir_under_a_file(a_file, capsys, monkeypatch):
+    # run() sets HLA_DEPLOY_BUILD_DIR in os.environ: set it here first, so monkeypatch restores it
+    monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(a_file / "build"))
+    rc, _, err = cli(capsys, "build-plugins", "--build-dir", a_file / "build", "--no-runner", "--quiet")
+    assert rc == 1
+    one_error_line(err, "build directory", str(a_file))

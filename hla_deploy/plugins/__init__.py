@@ -70,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
     except PluginBuildError as e:
         print(f"build-plugins: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. --build-dir under a file, or in a read-only place
+        print(f"build-plugins: error: cannot use build directory {build_dir()}: {e}", file=sys.stderr)
+        return 1
     return 0
