@@ -281,15 +281,23 @@ int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
                                         void const* const* inputs, void* const* outputs, void* workspace,
                                         cudaStream_t stream) noexcept {
   if (inputDesc == nullptr || inputs == nullptr || outputs == nullptr) return -1;
-  Shape q = toShape(inputDesc[0].dims);
-  Shape v = toShape(inputDesc[2].dims);
-  if (q.nb_dims != 4 || v.nb_dims != 4) {
-    logError(std::string(kPluginName) + ": enqueue got q or v of rank != 4");
-    return -1;
-  }
-  Params p = make_params(mAttrs, q, v);
-  if (char const* msg = validate(p)) {
-    logError(std::string(kPluginName) + ": " + msg);
+  Params p;
+  try {
+    // Every input's shape, not only q's and v's: the kernel reads k and reads/writes the state by
+    // the sizes in p, so a mismatch must stop here (TensorRT checked them in onShapeChange too).
+    Shape shapes[kNbInputs];
+    for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(inputDesc[i].dims);
+    std::string err = check_shapes(mAttrs, shapes, kNbInputs, /*require_static_heads=*/true);
+    if (err.empty()) {
+      p = make_params(mAttrs, shapes[0], shapes[2]);
+      if (char const* msg = validate(p)) err = std::string(kPluginName) + ": " + msg;
+    }
+    if (!err.empty()) {
+      logError(err);
+      return -1;
+    }
+  } catch (std::exception const& e) {
+    logError(std::string(kPluginName) + ": enqueue failed: " + e.what());
     return -1;
   }
   // state_in and state_out are distinct TensorRT buffers (TensorRT does not alias them).

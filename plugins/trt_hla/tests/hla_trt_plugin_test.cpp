@@ -456,6 +456,18 @@ int main(int argc, char** argv) {
     void const* inputs[4] = {nullptr, nullptr, nullptr, nullptr};
     void* outputs[2] = {nullptr, nullptr};
     CHECK(rt->enqueue(badq, out, inputs, outputs, nullptr, nullptr) != 0);
+    // enqueue checks k, v and state too (a state of the wrong N would be read and written out of
+    // bounds): the error names the tensor, no kernel is launched.
+    logger.mMessages.clear();
+    PluginTensorDesc badState[4] = {in[0], in[0], in[2], desc({2, H, N - 1}, DataType::kFLOAT)};
+    CHECK(rt->enqueue(badState, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("has last dim N = 271, expected N = 272"));
+    PluginTensorDesc badK[4] = {in[0], desc({2, 6, H, d}, DataType::kHALF), in[2], in[3]};
+    CHECK(rt->enqueue(badK, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("T of input 'k'") && logger.saw("(6 != 7)"));
+    PluginTensorDesc badV[4] = {in[0], in[0], desc({1, 7, H, dv}, DataType::kHALF), in[3]};
+    CHECK(rt->enqueue(badV, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("B of input 'v'"));
   }
 
   // Serialization round trip (build -> plan -> runtime) and clones.
