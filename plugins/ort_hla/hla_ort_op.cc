@@ -311,9 +311,10 @@ OrtStatusPtr HLAKernel::Compute(OrtKernelContext* context) {
   // CUDA EP: device pointers, ORT's compute stream; scratch from ORT's device allocator. Freeing
   // it right after the (asynchronous) launch is safe because ORT's allocator hands memory out in
   // the order of this same stream.
-  if (p.H > hla::kMaxHeads) {
-    return Error(api_, "input 'q' has H = " + std::to_string(p.H) + " heads; the CUDA kernel supports at most " +
-                           std::to_string(hla::kMaxHeads));
+  if (p.num_decay > hla::kMaxHeads) {  // one decay value serves any H
+    return Error(api_, "attribute 'decay' has " + std::to_string(p.num_decay) +
+                           " per-head values; the CUDA kernel supports per-head decay for at most " +
+                           std::to_string(hla::kMaxHeads) + " heads (one decay value: any H)");
   }
   void* stream = ctx.GetGPUComputeStream();
   const size_t ws_bytes = hla::cuda_workspace_size(p, dtype_);
