@@ -278,3 +278,46 @@ def test_single_float_decay_accepted(lib):
     o, _ = sess.run(None, {"q": q, "k": k, "v": v, "state": np.zeros((1, 2, 24), np.float32)})
     ro, _ = _ref(q, k, v, "ahla", [0.9], 0, 0.0)
     assert rel_rms(o, ro) <= 2e-5
+
+
+def test_concurrent_runs_of_one_session(lib):
+    """ORT may run Compute of one kernel from several threads at once (concurrent Run calls on one
+    session): each call must get exactly its own serial result. Enough work per call (B*H = 8
+    heads, T = 16, hla2 d = dv = 32: 8 * 16 * 2048 state updates) for the worker pool, so calls
+    contend for it (one region at a time, the others run on their own thread)."""
+    import threading
+    B, T, H, d, dv = 2, 16, 4, 32, 32
+    decay = [0.9, 0.95, 0.99, 1.0]
+    sess = single_node_session(single_node_model("float32", **_attrs("hla2", decay, 1, 0.0)), lib,
+                               intra_op_num_threads=2)
+    rng = np.random.default_rng(21)
+    N = ref_state_size("hla2", d, dv, True, 0.0)
+    feeds = []
+    for _ in range(6):
+        q, k, v = _inputs(rng, B, T, H, d, dv, True)
+        feeds.append({"q": q, "k": k, "v": v, "state": np.zeros((B, H, N), np.float32)})
+    serial = [sess.run(None, f) for f in feeds]
+    results, errors = [None] * len(feeds), []
+    barrier = threading.Barrier(len(feeds))
+
+    def worker(i):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                results[i] = sess.run(None, feeds[i])
+                np.testing.assert_array_equal(results[i][0], serial[i][0])
+                np.testing.assert_array_equal(results[i][1], serial[i][1])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(feeds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert all(r is not None for r in results)
+    # and the serial results are right
+    for f, (o, s) in zip(feeds[:2], serial[:2]):
+        ro, rs = _ref(f["q"], f["k"], f["v"], "hla2", decay, 1, 0.0)
+        assert rel_rms(o, ro) <= 2e-5 and rel_rms(s, rs.reshape(s.shape)) <= 2e-6
