@@ -31,6 +31,7 @@
 #include <mutex>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -391,8 +392,11 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
 
   const int64_t pairs = int64_t(p.B) * p.H;
   int64_t nt = num_threads > 0 ? num_threads : int64_t(std::thread::hardware_concurrency());
-  // Below ~64K state-element updates a thread costs more than it saves.
-  const int64_t work = pairs * p.T * job.N;
+  // Below ~64K state-element updates a thread costs more than it saves. pairs * T fits (validate
+  // bounds B*T*H); the product with N saturates instead of overflowing.
+  const int64_t rows = pairs * p.T;
+  const int64_t work = rows > std::numeric_limits<int64_t>::max() / job.N ? std::numeric_limits<int64_t>::max()
+                                                                          : rows * job.N;
   nt = std::max<int64_t>(1, std::min<int64_t>({nt, pairs, work / 65536}));
   if (nt == 1) {
     run_pairs(job, 0, pairs);
