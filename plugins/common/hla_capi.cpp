@@ -58,7 +58,7 @@ HLA_CAPI const char* hla_capi_validate(int variant, int B, int T, int H, int d, 
   return hla::validate(make_params(variant, B, T, H, d, dv, normalize, eps, ridge, decay, num_decay));
 }
 
-// Host pointers. Returns 0, -1 (invalid params) or -2 (unknown dtype).
+// Host pointers. Returns 0, -1 (invalid params), -2 (unknown dtype) or -3 (out of memory).
 HLA_CAPI int hla_capi_forward_cpu(int variant, int B, int T, int H, int d, int dv, int normalize,
                                   float eps, float ridge, const float* decay, int num_decay,
                                   int dtype, const void* q, const void* k, const void* v,
@@ -67,7 +67,11 @@ HLA_CAPI int hla_capi_forward_cpu(int variant, int B, int T, int H, int d, int d
   const hla::Params p = make_params(variant, B, T, H, d, dv, normalize, eps, ridge, decay, num_decay);
   if (hla::validate(p) != nullptr) return -1;
   if (dtype < 0 || dtype > 2) return -2;
-  hla::forward_cpu(p, static_cast<hla::DType>(dtype), q, k, v, state_in, o, state_out, num_threads);
+  try {  // no C++ exception (std::bad_alloc) may cross the C boundary
+    hla::forward_cpu(p, static_cast<hla::DType>(dtype), q, k, v, state_in, o, state_out, num_threads);
+  } catch (...) {
+    return -3;
+  }
   return 0;
 }
 

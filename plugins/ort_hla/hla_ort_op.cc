@@ -378,6 +378,8 @@ OrtStatusPtr HLAOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info,
     return Error(api, e.what(), e.GetOrtErrorCode());
   } catch (const std::exception& e) {
     return Error(api, e.what(), ORT_RUNTIME_EXCEPTION);
+  } catch (...) {
+    return api.CreateStatus(ORT_RUNTIME_EXCEPTION, "HLARecurrentStep: unknown exception while creating the kernel");
   }
 }
 
@@ -422,18 +424,23 @@ extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   }
   Ort::InitApi(api);
   OrtCustomOpDomain* domain = nullptr;
-  if (OrtStatus* st = api->CreateCustomOpDomain(hla_ort::kDomain, &domain)) return st;
-  for (auto& op : Registry().ops) {
-    if (OrtStatus* st = api->CustomOpDomain_Add(domain, op.get())) {
+  try {  // no C++ exception (std::bad_alloc) may cross this C entry point
+    if (OrtStatus* st = api->CreateCustomOpDomain(hla_ort::kDomain, &domain)) return st;
+    for (auto& op : Registry().ops) {
+      if (OrtStatus* st = api->CustomOpDomain_Add(domain, op.get())) {
+        api->ReleaseCustomOpDomain(domain);
+        return st;
+      }
+    }
+    if (OrtStatus* st = api->AddCustomOpDomain(options, domain)) {
       api->ReleaseCustomOpDomain(domain);
       return st;
     }
+    std::lock_guard<std::mutex> lock(g_domains_mutex);
+    g_domains.push_back(domain);  // sessions keep referring to it
+  } catch (...) {
+    // The domain may already be added to the options (then the options own it): not released here.
+    return api->CreateStatus(ORT_FAIL, "hla_deploy custom-op library: out of memory while registering HLARecurrentStep");
   }
-  if (OrtStatus* st = api->AddCustomOpDomain(options, domain)) {
-    api->ReleaseCustomOpDomain(domain);
-    return st;
-  }
-  std::lock_guard<std::mutex> lock(g_domains_mutex);
-  g_domains.push_back(domain);  // sessions keep referring to it
   return nullptr;
 }

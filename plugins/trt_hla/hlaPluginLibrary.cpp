@@ -56,8 +56,14 @@ extern "C" HLA_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) 
 }
 
 extern "C" HLA_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
-  static hla::trt::HLARecurrentStepPluginCreator sCreator;
-  static nvinfer1::IPluginCreatorInterface* const kCreators[] = {&sCreator};
-  nbCreators = 1;
-  return kCreators;
+  try {  // the creator's constructor allocates: no exception may cross this C entry point
+    static hla::trt::HLARecurrentStepPluginCreator sCreator;
+    static nvinfer1::IPluginCreatorInterface* const kCreators[] = {&sCreator};
+    nbCreators = 1;
+    return kCreators;
+  } catch (...) {
+    hla::trt::log(nvinfer1::ILogger::Severity::kERROR, "HLARecurrentStep: could not create the plugin creator");
+  }
+  nbCreators = 0;
+  return nullptr;
 }
