@@ -192,7 +192,7 @@ def test_triton_backend_dispatch_arguments(monkeypatch):
     seen = {}
     fake = types.ModuleType("hla_deploy.ops.triton")
     fake.is_available = lambda: True
-    fake.supports = lambda variant, normalize, ridge: ridge == 0.0
+    fake.supports = lambda variant, normalize, ridge, head_dim=None, value_dim=None: ridge == 0.0
 
     def hla_attention_triton(q, k, v, variant, decay, normalize, eps, ridge, initial_state, output_final_state):
         seen.update(variant=variant, decay=decay, normalize=normalize, eps=eps, ridge=ridge,

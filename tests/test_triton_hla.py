@@ -178,6 +178,33 @@ def test_dispatch_from_hla_attention():
     assert rel_rms(o_t.cpu(), o_c.cpu()) < 1e-4 and rel_rms(s_t.cpu(), s_c.cpu()) < 1e-4
 
 
+def test_supports_head_dims():
+    M = hla_triton.MAX_HEAD_DIM
+    assert M == 128
+    assert hla_triton.supports("hla2", False, 0.0, head_dim=M, value_dim=M)
+    assert not hla_triton.supports("hla2", True, 0.0, head_dim=M, value_dim=M)  # n rides as column dv
+    assert hla_triton.supports("hla2", True, 0.0, head_dim=M, value_dim=M - 1)
+    assert not hla_triton.supports("hla2", False, 0.0, head_dim=M + 1, value_dim=8)
+    assert not hla_triton.supports("hla3", False, 0.0, head_dim=8, value_dim=8)
+
+
+def test_auto_never_picks_triton_for_head_dims_it_cannot_run(monkeypatch):
+    """backend="auto" on CUDA tensors falls back to chunk / recurrent when d or dv (+ normalize)
+    exceeds MAX_HEAD_DIM (before, it picked Triton, whose input check then raised)."""
+    from hla_deploy.ops import api
+    monkeypatch.setattr(hla_triton, "is_available", lambda: True)  # as on a CUDA machine
+
+    def pick(T, d, dv, normalize=False, on_cuda=True):
+        return api._auto_backend(on_cuda, torch.float32, T, "hla2", normalize, 0.0, d, dv)
+    assert pick(64, 64, 64) == "triton" and pick(64, 128, 128) == "triton"
+    assert pick(64, 192, 64) == "chunk" and pick(1, 192, 64) == "recurrent"
+    assert pick(64, 64, 128, normalize=True) == "chunk"
+    assert pick(64, 64, 64, on_cuda=False) == "chunk"
+    q, v = torch.randn(1, 2, 1, 130), torch.randn(1, 2, 1, 8)
+    with pytest.raises(ValueError, match=r"does not support variant='hla2', normalize=False, ridge=0.0, d=130, dv=8"):
+        hla_attention(q, q, v, backend="triton")
+
+
 def test_supports_and_bad_input():
     assert hla_triton.supports("hla2", False, 0.0) and hla_triton.supports("hla2", True, 0.5)
     assert not hla_triton.supports("hla3", False, 0.0) and not hla_triton.supports("ahla", False, 0.5)

@@ -135,12 +135,22 @@ def _triton_module():
     return triton_ops
 
 
-def _triton_usable(variant: str, normalize: bool, ridge: float) -> bool:
+def _triton_usable(variant: str, normalize: bool, ridge: float, d: int, dv: int) -> bool:
     try:
         triton_ops = _triton_module()
-        return bool(triton_ops.is_available()) and bool(triton_ops.supports(variant, normalize, ridge))
+        return bool(triton_ops.is_available()) and bool(
+            triton_ops.supports(variant, normalize, ridge, head_dim=d, value_dim=dv))
     except Exception:
         return False
+
+
+def _auto_backend(on_cuda: bool, dtype: torch.dtype, T: int, variant: str, normalize: bool, ridge: float,
+                  d: int, dv: int) -> str:
+    """What backend="auto" runs: "triton" for CUDA tensors (not float64) when the kernels are
+    usable and serve (variant, normalize, ridge, d, dv); else "chunk" (T > 1) or "recurrent"."""
+    if on_cuda and dtype != torch.float64 and _triton_usable(variant, normalize, ridge, d, dv):
+        return "triton"
+    return "chunk" if T > 1 else "recurrent"
 
 
 def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant: str = "hla2",
@@ -160,7 +170,8 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
         output_final_state: also return the state after the T tokens.
         backend: "auto" | "naive" | "recurrent" | "chunk" | "triton". "auto": "triton" for CUDA
             tensors (not float64) when hla_deploy.ops.triton imports, is_available() and
-            supports(variant, normalize, ridge); otherwise "chunk" for T > 1, "recurrent" for T = 1.
+            supports(variant, normalize, ridge, head_dim=d, value_dim=dv); otherwise "chunk" for
+            T > 1, "recurrent" for T = 1.
         chunk_size: chunk length of the "chunk" backend (any int >= 1).
 
     Returns:
@@ -172,21 +183,19 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
     if backend == "naive" and output_final_state:
         raise ValueError("backend 'naive' does not compute a state; output_final_state=True needs "
                          "backend 'chunk' or 'recurrent'")
-    T = q.shape[1]
+    T, d, dv = q.shape[1], q.shape[3], v.shape[3]
     if backend == "auto":
-        if q.is_cuda and q.dtype != torch.float64 and _triton_usable(variant, normalize, ridge):
-            backend = "triton"
-        else:
-            backend = "chunk" if T > 1 else "recurrent"
+        backend = _auto_backend(q.is_cuda, q.dtype, T, variant, normalize, ridge, d, dv)
 
     if backend == "triton":
         triton_ops = _triton_module()
         if not triton_ops.is_available():
             raise RuntimeError("backend 'triton' is unavailable: hla_deploy.ops.triton.is_available() "
                                "returned False (needs a CUDA device and triton)")
-        if not triton_ops.supports(variant, normalize, ridge):
+        if not triton_ops.supports(variant, normalize, ridge, head_dim=d, value_dim=dv):
             raise ValueError(f"backend 'triton' does not support variant={variant!r}, normalize={normalize}, "
-                             f"ridge={ridge}; use backend 'chunk'")
+                             f"ridge={ridge}, d={d}, dv={dv} (see hla_deploy.ops.triton.supports); "
+                             f"use backend 'chunk'")
         return triton_ops.hla_attention_triton(q, k, v, variant, decays, normalize, eps, ridge,
                                                initial_state, output_final_state)
 

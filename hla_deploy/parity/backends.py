@@ -178,9 +178,11 @@ def _triton_status(config) -> Tuple[bool, str]:
         return False, f"hla_deploy.ops.triton not importable ({exc})"
     if not hla_triton.is_available():
         return False, "Triton kernels not available (hla_deploy.ops.triton.is_available() is False)"
-    if not hla_triton.supports(config.variant, config.normalize, config.ridge):
+    if not hla_triton.supports(config.variant, config.normalize, config.ridge,
+                               head_dim=config.head_dim, value_dim=config.value_dim):
         return False, (f"Triton kernels do not support variant={config.variant}, "
-                       f"normalize={config.normalize}, ridge={config.ridge}")
+                       f"normalize={config.normalize}, ridge={config.ridge}, head_dim={config.head_dim}, "
+                       f"value_dim={config.value_dim}")
     return True, ""
 
 

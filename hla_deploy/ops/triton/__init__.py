@@ -3,7 +3,7 @@
     hla_attention_triton(q, k, v, variant, decay, normalize, eps, ridge, initial_state,
                          output_final_state) -> (o, final_state)
 
-q, k [B, T, H, d], v [B, T, H, dv] (float32, float16 or bfloat16; d, dv + normalize <= 128);
+q, k [B, T, H, d], v [B, T, H, dv] (float32, float16 or bfloat16; d, dv + normalize <= MAX_HEAD_DIM = 128);
 o [B, T, H, dv] in q's dtype; initial_state / final_state [B, H, N] float32 in the layout of
 docs/OP_CONTRACT.md. Differentiable in q, k, v and initial_state (hand-written backward kernels).
 
@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["is_available", "supports", "hla_attention_triton"]
+__all__ = ["is_available", "supports", "hla_attention_triton", "MAX_HEAD_DIM"]
 
 
 def is_available() -> bool:
@@ -41,10 +41,21 @@ def is_available() -> bool:
 GPU_VERIFIED_VARIANTS = ("hla2",)
 
 
-def supports(variant: str, normalize: bool = False, ridge: float = 0.0) -> bool:
+#: Largest head dims the kernels take: d <= MAX_HEAD_DIM and dv (+ 1 with normalize) <= MAX_HEAD_DIM
+#: (one tile per head; the normaliser is carried as an extra value column, see utils.py).
+MAX_HEAD_DIM = 128
+
+
+def supports(variant: str, normalize: bool = False, ridge: float = 0.0, *,
+             head_dim: Optional[int] = None, value_dim: Optional[int] = None) -> bool:
     """Whether these kernels serve the configuration: hla2 (any normalize, ridge >= 0); ahla
-    (ridge 0) once listed in GPU_VERIFIED_VARIANTS."""
+    (ridge 0) once listed in GPU_VERIFIED_VARIANTS; and, when the head dims are given,
+    head_dim <= MAX_HEAD_DIM and value_dim + normalize <= MAX_HEAD_DIM."""
     if variant not in GPU_VERIFIED_VARIANTS:
+        return False
+    if head_dim is not None and head_dim > MAX_HEAD_DIM:
+        return False
+    if value_dim is not None and value_dim + int(bool(normalize)) > MAX_HEAD_DIM:
         return False
     if variant == "hla2":
         return ridge >= 0.0

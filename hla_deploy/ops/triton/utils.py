@@ -52,9 +52,10 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str
         raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
     if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"ridge must be a finite float >= 0, got {ridge!r}")
-    if max(d, v.shape[-1] + int(bool(normalize))) > 128:
-        raise ValueError(f"the Triton backend supports head dims up to 128 (dv + normalize <= 128), "
-                         f"got d={d}, dv={v.shape[-1]}")
+    from . import MAX_HEAD_DIM
+    if max(d, v.shape[-1] + int(bool(normalize))) > MAX_HEAD_DIM:
+        raise ValueError(f"the Triton backend supports head dims up to {MAX_HEAD_DIM} (d <= {MAX_HEAD_DIM}, "
+                         f"dv + normalize <= {MAX_HEAD_DIM}), got d={d}, dv={v.shape[-1]}, normalize={normalize}")
     if initial_state is not None:
         N = state_size(variant, d, v.shape[-1], normalize, ridge)
         if not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 3:
