@@ -2,7 +2,9 @@
 // The rules are docs/OP_CONTRACT.md ("Attributes", "State layout", "Bad input").
 #include <cmath>
 #include <cstring>
+#include <sstream>
 
+#include "hla_attrs.h"
 #include "hla_kernels.h"
 
 namespace hla {
@@ -86,6 +88,37 @@ const char* validate(const Params& p) {
     return "attribute 'ridge': must be 0 for variants ahla and hla3 (ridge is hla2 only)";
   if (!std::isfinite(p.eps) || p.eps < 0.0f) return "attribute 'eps': must be finite and >= 0";
   return nullptr;
+}
+
+std::string check_attribute_values(Variant variant, const float* decay, size_t num_decay, float eps, float ridge) {
+  std::ostringstream os;
+  if (num_decay == 0 || decay == nullptr) return "attribute 'decay' is empty; expected 1 value or one per head";
+  for (size_t i = 0; i < num_decay; ++i) {
+    const float g = decay[i];
+    if (!std::isfinite(g) || !(g > 0.0f) || g > 1.0f) {
+      os << "attribute 'decay' value " << g << " (index " << i << ") is outside (0, 1]";
+      return os.str();
+    }
+    if (variant == Variant::kHLA3 && g != 1.0f) {
+      os << "attribute 'decay' must be 1.0 for variant hla3 (decay is not defined for third order in op "
+            "contract version 1), got "
+         << g << " at index " << i;
+      return os.str();
+    }
+  }
+  if (!std::isfinite(eps) || eps < 0.0f) {
+    os << "attribute 'eps' is " << eps << ", expected a finite value >= 0";
+    return os.str();
+  }
+  if (!std::isfinite(ridge) || ridge < 0.0f) {
+    os << "attribute 'ridge' is " << ridge << ", expected a finite value >= 0";
+    return os.str();
+  }
+  if (ridge != 0.0f && variant != Variant::kHLA2) {
+    return std::string("attribute 'ridge' must be 0 for variant ") + variant_name(variant) +
+           " (ridge is defined for hla2 only)";
+  }
+  return "";
 }
 
 }  // namespace hla

@@ -3,7 +3,8 @@
 // Contract: docs/OP_CONTRACT.md. Declarations and shapes: hla_ort_op.h.
 #include "hla_ort_op.h"
 
-#include <cmath>
+#include "hla_attrs.h"
+
 #include <cstdlib>
 #include <exception>
 #include <limits>
@@ -141,21 +142,6 @@ OrtStatusPtr ReadAttributes(const OrtApi& api, const OrtKernelInfo* info, OpAttr
         a.decay.assign(1, 1.0f);
       }
     }
-    if (a.decay.empty()) return Error(api, "attribute 'decay' is empty, expected 1 or H values in (0, 1]");
-    for (size_t i = 0; i < a.decay.size(); ++i) {
-      float g = a.decay[i];
-      if (!std::isfinite(g) || !(g > 0.0f) || g > 1.0f) {
-        std::ostringstream os;
-        os << "attribute 'decay' value " << g << " (index " << i << ") is outside (0, 1]";
-        return Error(api, os.str());
-      }
-      if (a.variant == hla::Variant::kHLA3 && g != 1.0f) {
-        std::ostringstream os;
-        os << "attribute 'decay' must be 1.0 for variant hla3 (decay is not defined for third order), got "
-           << g << " at index " << i;
-        return Error(api, os.str());
-      }
-    }
   }
 
   // normalize (int)
@@ -171,23 +157,13 @@ OrtStatusPtr ReadAttributes(const OrtApi& api, const OrtKernelInfo* info, OpAttr
   // eps, ridge (float)
   st = ReadOptional(api, info, "eps", "float", [&]() { return api.KernelInfoGetAttribute_float(info, "eps", &a.eps); });
   if (st != nullptr) return st;
-  if (!std::isfinite(a.eps) || a.eps < 0.0f) {
-    std::ostringstream os;
-    os << "attribute 'eps' is " << a.eps << ", expected a finite value >= 0";
-    return Error(api, os.str());
-  }
   st = ReadOptional(api, info, "ridge", "float",
                     [&]() { return api.KernelInfoGetAttribute_float(info, "ridge", &a.ridge); });
   if (st != nullptr) return st;
-  if (!std::isfinite(a.ridge) || a.ridge < 0.0f) {
-    std::ostringstream os;
-    os << "attribute 'ridge' is " << a.ridge << ", expected a finite value >= 0";
-    return Error(api, os.str());
-  }
-  if (a.ridge != 0.0f && a.variant != hla::Variant::kHLA2) {
-    return Error(api, std::string("attribute 'ridge' must be 0 for variant ") + hla::variant_name(a.variant) +
-                          " (ridge is defined for hla2 only)");
-  }
+
+  // The value rules (decay range, hla3 decay, eps, ridge) are the contract's, shared with TensorRT.
+  const std::string err = hla::check_attribute_values(a.variant, a.decay.data(), a.decay.size(), a.eps, a.ridge);
+  if (!err.empty()) return Error(api, err);
   *out = std::move(a);
   return nullptr;
 }

@@ -1,7 +1,8 @@
 // HLARecurrentStep TensorRT plugin: attribute parsing and shape rules (no TensorRT here).
 #include "hlaRecurrentStepAttrs.h"
 
-#include <cmath>
+#include "hla_attrs.h"
+
 #include <cstdint>
 #include <cstring>
 #include <sstream>
@@ -122,35 +123,9 @@ std::string parse_fields(Field const* fields, int32_t nb_fields, Attrs* out) {
 }
 
 std::string check_attrs(Attrs const& a) {
-  if (a.decay.empty()) return field_error("decay", "is empty; expected 1 value or one per head");
-  for (size_t i = 0; i < a.decay.size(); ++i) {
-    float g = a.decay[i];
-    if (!std::isfinite(g) || !(g > 0.0f) || g > 1.0f) {
-      std::ostringstream os;
-      os << "value " << i << " is " << g << "; expected a finite value in (0, 1]";
-      return field_error("decay", os.str());
-    }
-    if (a.variant == Variant::kHLA3 && g != 1.0f) {
-      std::ostringstream os;
-      os << "value " << i << " is " << g << "; hla3 requires decay 1.0 (op contract version 1)";
-      return field_error("decay", os.str());
-    }
-  }
-  if (!std::isfinite(a.eps) || a.eps < 0.0f) {
-    std::ostringstream os;
-    os << "is " << a.eps << "; expected a finite value >= 0";
-    return field_error("eps", os.str());
-  }
-  if (!std::isfinite(a.ridge) || a.ridge < 0.0f) {
-    std::ostringstream os;
-    os << "is " << a.ridge << "; expected a finite value >= 0";
-    return field_error("ridge", os.str());
-  }
-  if (a.ridge != 0.0f && a.variant != Variant::kHLA2) {
-    return field_error("ridge", std::string("must be 0 for variant ") + variant_name(a.variant) +
-                                    " (ridge is defined for hla2 only)");
-  }
-  return "";
+  // The value rules are the contract's, shared with the ONNX Runtime op (plugins/common).
+  std::string const err = check_attribute_values(a.variant, a.decay.data(), a.decay.size(), a.eps, a.ridge);
+  return err.empty() ? err : std::string(kPluginName) + ": " + err;
 }
 
 std::string check_shapes(Attrs const& a, Shape const* in, int32_t nb_inputs, bool require_static_heads) {

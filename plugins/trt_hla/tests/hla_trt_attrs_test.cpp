@@ -123,6 +123,10 @@ static void test_bad_fields() {
   CHECK(contains(err, "'decay'") && contains(err, "(0, 1]"));
   err = OnnxFields("hla2", {0.9f, 1.5f}, 0, 1e-6f, 0.f).parse(&a);
   CHECK(contains(err, "'decay'") && contains(err, "value 1"));
+  // The value rules and their wording come from plugins/common (the ORT op reports the same).
+  CHECK(err == "HLARecurrentStep: attribute 'decay' value 1.5 (index 1) is outside (0, 1]");
+  err = OnnxFields("hla2", {1.0f}, 0, -1.f, 0.f).parse(&a);
+  CHECK(err == "HLARecurrentStep: attribute 'eps' is -1, expected a finite value >= 0");
   err = OnnxFields("hla2", {std::numeric_limits<float>::quiet_NaN()}, 0, 1e-6f, 0.f).parse(&a);
   CHECK(contains(err, "'decay'"));
   err = OnnxFields("hla2", {-0.5f}, 0, 1e-6f, 0.f).parse(&a);
