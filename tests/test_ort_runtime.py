@@ -23,17 +23,9 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from exporters import export_onnx  # noqa: E402
+from hla_deploy.models import HLAConfig, HLALanguageModel, generate as torch_generate  # noqa: E402
 from hla_deploy.runtime import sampling  # noqa: E402
-
-try:
-    from hla_deploy.models import HLAConfig, HLALanguageModel, generate as torch_generate
-    from exporters import export_onnx
-    _IMPORT_ERROR = None
-except ImportError as e:  # pragma: no cover - only while the model/exporter modules are missing
-    _IMPORT_ERROR = e
-
-needs_model = pytest.mark.skipif(_IMPORT_ERROR is not None,
-                                 reason=f"hla_deploy.models / exporters not importable: {_IMPORT_ERROR}")
 
 CONFIGS = {
     "hla2-decay-normalize": dict(variant="hla2", decay=[0.9, 0.97], normalize=True),
@@ -53,8 +45,6 @@ def _tiny_model(name, seed=0):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """name -> (torch model, path of its custom-op fp32 export)."""
-    if _IMPORT_ERROR is not None:
-        pytest.skip(f"hla_deploy.models / exporters not importable: {_IMPORT_ERROR}")
     out = {}
     d = tmp_path_factory.mktemp("ort_runtime")
     for name in CONFIGS:
@@ -82,7 +72,6 @@ def _torch_trace(model, ids, n_steps):
 
 # ---- full model parity ------------------------------------------------------------------------------
 
-@needs_model
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_prefill_and_decode_match_torch(exported, ort_library, name):
     from hla_deploy.runtime import OrtHLASession
@@ -103,7 +92,6 @@ def test_prefill_and_decode_match_torch(exported, ort_library, name):
     assert rel_rms(sess.get_state(), ref_state) <= 1e-5
 
 
-@needs_model
 def test_fp16_export_matches_torch(ort_library, tmp_path):
     from hla_deploy.runtime import OrtHLASession
     model = _tiny_model("hla2-decay-normalize")
@@ -120,7 +108,6 @@ def test_fp16_export_matches_torch(ort_library, tmp_path):
     assert 0 < err <= 5e-3, err
 
 
-@needs_model
 def test_cuda_ep_matches_cpu(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -138,7 +125,6 @@ def test_cuda_ep_matches_cpu(exported, ort_library):
     assert rel_rms(gpu.get_state(), cpu.get_state()) <= 1e-5
 
 
-@needs_model
 def test_iobinding_equals_stateless_run(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     _, path = exported["hla2-decay-normalize"]
@@ -160,7 +146,6 @@ def test_iobinding_equals_stateless_run(exported, ort_library):
     np.testing.assert_array_equal(l1, l0)
 
 
-@needs_model
 @pytest.mark.parametrize("name", ["hla2-decay-normalize", "ahla"])
 def test_greedy_generate_matches_torch(exported, ort_library, name):
     from hla_deploy.runtime import OrtHLASession
@@ -179,7 +164,6 @@ def test_greedy_generate_matches_torch(exported, ort_library, name):
         assert margin <= 1e-4, f"token {i}: ORT {got[i]} vs torch {ref[i]}, torch margin {margin}"
 
 
-@needs_model
 def test_generate_sampling_is_seeded(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     _, path = exported["ahla"]
@@ -191,7 +175,6 @@ def test_generate_sampling_is_seeded(exported, ort_library):
     assert sess.generate([1, 2, 3], 0) == []
 
 
-@needs_model
 def test_generate_cli_matches_session(exported, ort_library):
     from hla_deploy.models import tokenizer
     from hla_deploy.runtime import OrtHLASession, cli
@@ -208,7 +191,6 @@ def test_generate_cli_matches_session(exported, ort_library):
     assert out["generated_ids"] == OrtHLASession(path, library=ort_library).generate(tokenizer.encode("def f("), 6)
 
 
-@needs_model
 def test_shipped_checkpoint_greedy_matches_torch(ort_library, tmp_path):
     from hla_deploy.models import default_checkpoint, tokenizer
     from hla_deploy.runtime import OrtHLASession
@@ -245,7 +227,6 @@ def test_library_that_is_not_a_library(tmp_path, exported):
         OrtHLASession(exported["hla3"][1], library=bogus)
 
 
-@needs_model
 def test_unknown_contract_version_and_missing_metadata_refused(exported, ort_library, tmp_path):
     import onnx
     from hla_deploy.runtime import OrtHLASession
@@ -262,7 +243,6 @@ def test_unknown_contract_version_and_missing_metadata_refused(exported, ort_lib
         OrtHLASession(tmp_path / "nometa.onnx", library=ort_library)
 
 
-@needs_model
 def test_cuda_without_cuda_ep_is_a_clear_error(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -273,7 +253,6 @@ def test_cuda_without_cuda_ep_is_a_clear_error(exported, ort_library):
         OrtHLASession(exported["hla3"][1], device="tpu", library=ort_library)
 
 
-@needs_model
 def test_bad_inputs_are_clear_errors(exported, ort_library):
     from hla_deploy.runtime import OrtHLASession
     sess = OrtHLASession(exported["hla2-ridge"][1], library=ort_library)

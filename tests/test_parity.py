@@ -40,10 +40,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_files(ckpt, tmp_path_factory):
-    try:
-        from exporters import export_onnx
-    except ImportError as exc:
-        pytest.skip(f"exporters.export_onnx not importable: {exc}")
+    from exporters import export_onnx
     d = tmp_path_factory.mktemp("parity_onnx")
     return {"custom": export_onnx(ckpt, d / "custom.onnx", op="custom"),
             "standard": export_onnx(ckpt, d / "standard.onnx", op="standard")}
@@ -381,3 +378,20 @@ def test_top_level_cli_wires_parity(ckpt, capsys):
     from hla_deploy.cli import main
     assert main(["parity", str(ckpt), "--backends", "torch", "--decode-steps", "2", "--quiet"]) == 0
     assert "PASS: passed 1 (torch)" in capsys.readouterr().out
+
+
+def test_missing_runtime_is_skipped_but_broken_hla_deploy_import_is_an_error(ckpt, onnx_files, monkeypatch):
+    """onnxruntime not installed: ort-cpu and onnx-standard are skipped with the reason. A failing
+    import of hla-deploy's own runtime module is a bug: an error, never a skip."""
+    import sys
+    onnx_args = [onnx_files["custom"], onnx_files["standard"]]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnxruntime", None)
+        rep = run_parity(ckpt, onnx=onnx_args, backends=["torch", "ort-cpu", "onnx-standard"],
+                         prompts=PROMPTS[:1], decode_steps=1)
+    assert rep["summary"]["skipped"] == ["ort-cpu", "onnx-standard"] and rep["summary"]["passed"] == ["torch"]
+    assert all("onnxruntime not importable" in entry(rep, n)["reason"] for n in ("ort-cpu", "onnx-standard"))
+    monkeypatch.setitem(sys.modules, "hla_deploy.runtime.ort_session", None)
+    rep = run_parity(ckpt, onnx=onnx_args, backends=["torch", "ort-cpu"], prompts=PROMPTS[:1], decode_steps=1)
+    assert rep["summary"]["errors"] == ["ort-cpu"] and rep["summary"]["ok"] is False
+    assert "hla_deploy.runtime.ort_session" in entry(rep, "ort-cpu")["reason"]

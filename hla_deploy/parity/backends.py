@@ -9,7 +9,7 @@ Each adapter's ``run(prompt_ids [B, T] int64, feed_tokens [B, N] int64) -> RunOu
 - and returns the state after the last step -> ``final_state`` [L, B, H, N] float32.
 
 ``prepare(ctx)`` raises :class:`BackendSkipped` (with the reason) when the backend cannot run
-on this machine (no CUDA, a package or piece not importable); any other exception is a backend
+on this machine (no CUDA; onnxruntime or tensorrt not installed); any other exception is a backend
 error and counts as a failure.
 
 Backends: ``torch`` (the model, attn_backend="recurrent"), ``triton`` (the model on CUDA,
@@ -131,14 +131,9 @@ class ParityContext:
         if key in self._export_errors:
             raise self._export_errors[key]
         if key not in self._exported:
-            try:
-                from exporters import export_onnx
-            except ImportError as exc:
-                err = BackendSkipped(f"exporters.export_onnx not importable ({exc})")
-                self._export_errors[key] = err
-                raise err from None
             out = self.workdir / f"model_{op}_{self.dtype}.onnx"
             try:
+                from exporters import export_onnx
                 self._exported[key] = Path(export_onnx(self.checkpoint, out, op=op, dtype=self.dtype))
             except Exception as exc:  # a real export failure: an error, not a skip
                 err = RuntimeError(f"export_onnx(op={op!r}, dtype={self.dtype!r}) failed: "
@@ -150,12 +145,19 @@ class ParityContext:
     def ort_library(self) -> Path:
         if self.library is not None:
             return Path(self.library)
-        try:
-            from hla_deploy.plugins import ort_library_path
-        except ImportError as exc:
-            raise BackendSkipped(f"hla_deploy.plugins.ort_library_path not importable ({exc})") from None
+        from hla_deploy.plugins import ort_library_path
         self.library = Path(ort_library_path(build=True))
         return self.library
+
+
+def _import_or_skip(name: str):
+    """Import a third-party runtime (onnxruntime, tensorrt); BackendSkipped with the reason when it
+    is not installed. (A failing import of hla-deploy's own modules is an error, not a skip.)"""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise BackendSkipped(f"{name} not importable ({exc})") from None
 
 
 def _cuda_available() -> Tuple[bool, str]:
@@ -370,17 +372,11 @@ class OrtBackend(_SessionBackend):
         self.name = f"ort-{device}"
 
     def prepare(self, ctx):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendSkipped(f"onnxruntime not importable ({exc})") from None
+        ort = _import_or_skip("onnxruntime")
         if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendSkipped("onnxruntime has no CUDAExecutionProvider here (available: "
                                  f"{', '.join(ort.get_available_providers())})")
-        try:
-            from hla_deploy.runtime import OrtHLASession
-        except ImportError as exc:
-            raise BackendSkipped(f"hla_deploy.runtime.OrtHLASession not importable ({exc})") from None
+        from hla_deploy.runtime import OrtHLASession
         path = ctx.onnx_path("custom")
         library = ctx.ort_library()
         self.session = OrtHLASession(str(path), device=self.device, library=library)
@@ -396,10 +392,7 @@ class OnnxStandardBackend(_NumpyStateBackend):
     name = "onnx-standard"
 
     def prepare(self, ctx):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendSkipped(f"onnxruntime not importable ({exc})") from None
+        ort = _import_or_skip("onnxruntime")
         path = ctx.onnx_path("standard")
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -424,21 +417,12 @@ class TrtBackend(_SessionBackend):
     name = "trt"
 
     def prepare(self, ctx):
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError as exc:
-            raise BackendSkipped(f"tensorrt not importable ({exc})") from None
+        _import_or_skip("tensorrt")
         ok, why = _cuda_available()
         if not ok:
             raise BackendSkipped(why)
-        try:
-            from hla_deploy.runtime import TrtHLASession
-        except ImportError as exc:
-            raise BackendSkipped(f"hla_deploy.runtime.TrtHLASession not importable ({exc})") from None
-        try:
-            from exporters.tensorrt_engine import build_engine
-        except ImportError as exc:
-            raise BackendSkipped(f"exporters.tensorrt_engine.build_engine not importable ({exc})") from None
+        from exporters.tensorrt_engine import build_engine
+        from hla_deploy.runtime import TrtHLASession
         path = ctx.onnx_path("custom")
         plan = ctx.workdir / f"{Path(path).stem}_b{ctx.max_batch}.plan"
         build_engine(str(path), str(plan), fp16=(ctx.dtype == "fp16"), max_batch=ctx.max_batch,
