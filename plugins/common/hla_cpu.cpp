@@ -41,6 +41,7 @@
 
 #include "hla_dtype.h"
 #include "hla_kernels.h"
+#include "hla_layout.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && defined(__has_attribute)
 #if __has_attribute(target_clones) && !defined(HLA_NO_MULTIVERSION)
@@ -59,40 +60,6 @@
 
 namespace hla {
 namespace {
-
-// Offsets of the state parts inside one head's state vector (-1: part absent).
-struct Layout {
-  int64_t S = -1, M = -1, n = -1, C = -1, m = -1, P = -1, E = -1, F = -1, mK = -1;
-};
-
-Layout make_layout(const Params& p) {
-  const int64_t d = p.d, dv = p.dv;
-  Layout L;
-  int64_t off = 0;
-  switch (p.variant) {
-    case Variant::kHLA2:
-      L.S = off; off += d * d;
-      L.M = off; off += d * dv;
-      if (p.normalize) { L.n = off; off += d; }
-      if (p.ridge != 0.0f) {
-        L.C = off; off += d * dv;
-        if (p.normalize) { L.m = off; off += d; }
-      }
-      break;
-    case Variant::kAHLA:
-      L.P = off; off += d * dv;
-      L.E = off; off += d * dv;
-      if (p.normalize) { L.mK = off; off += d; L.n = off; off += d; }
-      break;
-    case Variant::kHLA3:
-      L.S = off; off += d * d;
-      L.P = off; off += d * dv;
-      L.F = off; off += d * dv;
-      if (p.normalize) { L.mK = off; off += d; L.n = off; off += d; }
-      break;
-  }
-  return L;
-}
 
 // X <- a X + r c^T (X [R, C]); out[j] += sum_i w[i] X[i, j]. IP: in place (src unused).
 template <bool IP>
@@ -142,7 +109,7 @@ struct Scratch {
 // One recurrent step of one head: src -> dst, or in place on dst when IP (src == nullptr).
 // Writes the head's output row (float32) to out[dv].
 template <bool IP>
-HLA_INLINE void head_step(const Params& p, const Layout& L, float g, const float* __restrict src,
+HLA_INLINE void head_step(const Params& p, const StateLayout& L, float g, const float* __restrict src,
                           float* __restrict dst, const float* __restrict q,
                           const float* __restrict k, const float* __restrict v, Scratch& s,
                           float* __restrict out) {
@@ -238,8 +205,7 @@ HLA_INLINE void store_row(DType dt, void* base, int64_t off, int n, const float*
 
 struct Job {
   const Params* p;
-  Layout L;
-  int64_t N;
+  StateLayout L;
   DType dtype;
   const void *q, *k, *v;
   const float* state_in;
@@ -264,8 +230,8 @@ HLA_MULTIVERSION void run_pairs(const Job& job, int64_t lo, int64_t hi) {
     const int64_t b = bh / H;
     const int h = int(bh % H);
     const float g = head_decay(p, h);
-    const float* src = job.state_in + bh * job.N;
-    float* dst = job.state_out + bh * job.N;
+    const float* src = job.state_in + bh * job.L.N;
+    float* dst = job.state_out + bh * job.L.N;
     for (int t = 0; t < T; ++t) {
       const int64_t row = (b * T + t) * H + h;  // index into [B, T, H]
       load_row(job.dtype, job.q, row * d, d, s.q);
@@ -380,8 +346,7 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
                  const float* state_in, void* o, float* state_out, int num_threads) {
   Job job;
   job.p = &p;
-  job.L = make_layout(p);
-  job.N = state_size(p.variant, p.d, p.dv, p.normalize, p.ridge);
+  job.L = state_layout(p.variant, p.d, p.dv, p.normalize, p.ridge);
   job.dtype = dtype;
   job.q = q;
   job.k = k;
@@ -395,8 +360,8 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
   // Below ~64K state-element updates a thread costs more than it saves. pairs * T fits (validate
   // bounds B*T*H); the product with N saturates instead of overflowing.
   const int64_t rows = pairs * p.T;
-  const int64_t work = rows > std::numeric_limits<int64_t>::max() / job.N ? std::numeric_limits<int64_t>::max()
-                                                                          : rows * job.N;
+  const int64_t work = rows > std::numeric_limits<int64_t>::max() / job.L.N ? std::numeric_limits<int64_t>::max()
+                                                                          : rows * job.L.N;
   nt = std::max<int64_t>(1, std::min<int64_t>({nt, pairs, work / 65536}));
   if (nt == 1) {
     run_pairs(job, 0, pairs);

@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "hla_kernels.h"
+#include "hla_layout.h"
 
 namespace hla {
 namespace {
@@ -269,34 +270,12 @@ KParams make_kparams(const Params& p) {
   k.d = p.d;
   k.dv = p.dv;
   k.normalize = p.normalize ? 1 : 0;
-  k.N = state_size(p.variant, p.d, p.dv, p.normalize, p.ridge);
+  const StateLayout L = state_layout(p.variant, p.d, p.dv, p.normalize, p.ridge);
+  k.N = L.N;
   k.eps = p.eps;
   k.ridge = p.ridge;
-  k.offS = k.offM = k.offn = k.offC = k.offm = k.offP = k.offE = k.offF = k.offmK = -1;
-  const int64_t d = p.d, dv = p.dv;
-  int64_t off = 0;
-  switch (p.variant) {
-    case Variant::kHLA2:
-      k.offS = off; off += d * d;
-      k.offM = off; off += d * dv;
-      if (p.normalize) { k.offn = off; off += d; }
-      if (p.ridge != 0.0f) {
-        k.offC = off; off += d * dv;
-        if (p.normalize) { k.offm = off; off += d; }
-      }
-      break;
-    case Variant::kAHLA:
-      k.offP = off; off += d * dv;
-      k.offE = off; off += d * dv;
-      if (p.normalize) { k.offmK = off; off += d; k.offn = off; off += d; }
-      break;
-    case Variant::kHLA3:
-      k.offS = off; off += d * d;
-      k.offP = off; off += d * dv;
-      k.offF = off; off += d * dv;
-      if (p.normalize) { k.offmK = off; off += d; k.offn = off; off += d; }
-      break;
-  }
+  k.offS = L.S; k.offM = L.M; k.offn = L.n; k.offC = L.C; k.offm = L.m;
+  k.offP = L.P; k.offE = L.E; k.offF = L.F; k.offmK = L.mK;
   k.num_decay = p.decay == nullptr ? 0 : p.num_decay;
   for (int i = 0; i < k.num_decay; ++i) k.decay[i] = p.decay[i];
   return k;

@@ -6,25 +6,13 @@
 
 #include "hla_attrs.h"
 #include "hla_kernels.h"
+#include "hla_layout.h"
 
 namespace hla {
 
 int64_t state_size(Variant variant, int d, int dv, bool normalize, float ridge) {
   if (d < 1 || dv < 1) return -1;
-  const int64_t D = d, DV = dv;
-  switch (variant) {
-    case Variant::kHLA2: {
-      // S (d,d), M (d,dv), [n (d)], [C (d,dv), [m (d)] if ridge != 0]
-      int64_t n = D * D + D * DV + (normalize ? D : 0);
-      if (ridge != 0.0f) n += D * DV + (normalize ? D : 0);
-      return n;
-    }
-    case Variant::kAHLA:  // P (d,dv), E (d,dv), [mK (d), n (d)]
-      return 2 * D * DV + (normalize ? 2 * D : 0);
-    case Variant::kHLA3:  // S (d,d), P (d,dv), F (d,dv), [mK (d), n (d)]
-      return D * D + 2 * D * DV + (normalize ? 2 * D : 0);
-  }
-  return -1;
+  return state_layout(variant, d, dv, normalize, ridge).N;
 }
 
 bool parse_variant(const char* name, Variant* out) {
