@@ -231,6 +231,10 @@ def test_supports_and_bad_input():
         f(q, q, v, "hla2", 1.0, False, 1e-6, -1.0)
     with pytest.raises(ValueError, match="T = 0"):
         f(q[:, :0], q[:, :0], v[:, :0])
+    with pytest.raises(TypeError, match="Triton backend takes float32, float16 or bfloat16"):
+        f(q.double(), q.double(), v.double())
+    with pytest.raises(ValueError, match="head dims up to 128"):
+        f(torch.randn(1, 4, 2, 130, device=DEV), torch.randn(1, 4, 2, 130, device=DEV), v)
 
 
 AHLA_CONFIGS = [(dec, norm) for dec in (1.0, 0.9, (0.95, 0.7)) for norm in (False, True)]

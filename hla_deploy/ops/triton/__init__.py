@@ -81,15 +81,15 @@ def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vari
     if variant == "hla3":
         raise ValueError("the Triton backend implements variants 'hla2' and 'ahla', not 'hla3'; "
                          "use backend='chunk' for hla3")
-    check_inputs(q, k, v, variant, normalize, eps, ridge, initial_state)
+    decays = check_inputs(q, k, v, variant, decay, normalize, eps, ridge, initial_state)
     if not is_available():
         raise RuntimeError("Triton backend unavailable: needs a CUDA GPU (or TRITON_INTERPRET=1 "
                            "with CPU tensors)")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise ValueError(f"q is on {q.device}: the Triton kernels need CUDA tensors (or CPU tensors "
                          f"with TRITON_INTERPRET=1)")
-    B, T, H, d = q.shape
-    gam = decay_vector(decay, H, q.device)
+    T = q.shape[1]
+    gam = decay_vector(decays, q.device)                              # [H] float32
     if chunk_size is None:
         chunk_size = default_chunk_size(T)
     if chunk_size not in (16, 32, 64):

@@ -12,7 +12,6 @@ convert between that and the contract's [B, H, N] vector (docs/OP_CONTRACT.md, "
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,74 +21,34 @@ from ..state import split_state, state_size
 _ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str, normalize: bool,
-                 eps: float, ridge: float, initial_state: Optional[torch.Tensor]) -> None:
-    """Reject bad input with an error naming the tensor/attribute (OP_CONTRACT.md "Bad input")."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must have rank 4 [B, T, H, D], got shape {tuple(t.shape)}")
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str,
+                 decay: Union[float, Sequence[float], torch.Tensor], normalize: bool, eps: float, ridge: float,
+                 initial_state: Optional[torch.Tensor]) -> Tuple[float, ...]:
+    """Reject bad input with an error naming the tensor/attribute: the op contract's rules
+    (OP_CONTRACT.md "Bad input", checked by hla_deploy.ops.api) plus the kernels' own limits
+    (float32/float16/bfloat16 activations, variants hla2/ahla, head dims <= MAX_HEAD_DIM).
+    Returns decay as H python floats."""
+    from ..api import _validate
+    from . import MAX_HEAD_DIM
+
+    decays, _, _, _ = _validate(q, k, v, variant, decay, normalize, eps, ridge, initial_state, "triton", 64)
     if q.dtype not in _ACT_DTYPES:
         raise TypeError(f"q has dtype {q.dtype}; the Triton backend takes float32, float16 or bfloat16")
-    for name, t in (("k", k), ("v", v)):
-        if t.dtype != q.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype}, expected q's dtype {q.dtype}")
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device}, expected q's device {q.device}")
-    B, T, H, d = q.shape
-    if T == 0:
-        raise ValueError("q has T = 0 tokens; expected T >= 1")
-    if k.shape != q.shape:
-        raise ValueError(f"k has shape {tuple(k.shape)}, expected q's shape {tuple(q.shape)}")
-    if tuple(v.shape[:3]) != (B, T, H):
-        raise ValueError(f"v has shape {tuple(v.shape)}, expected [B={B}, T={T}, H={H}, dv]")
     if variant not in ("hla2", "ahla"):
         raise ValueError(f"the Triton backend implements variants 'hla2' and 'ahla', got {variant!r}")
-    if variant == "ahla" and ridge != 0:
-        raise ValueError(f"ridge must be 0 for variant 'ahla', got {ridge!r}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
-    if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite float >= 0, got {ridge!r}")
-    from . import MAX_HEAD_DIM
-    if max(d, v.shape[-1] + int(bool(normalize))) > MAX_HEAD_DIM:
+    d, dv = q.shape[-1], v.shape[-1]
+    if max(d, dv + int(bool(normalize))) > MAX_HEAD_DIM:
         raise ValueError(f"the Triton backend supports head dims up to {MAX_HEAD_DIM} (d <= {MAX_HEAD_DIM}, "
-                         f"dv + normalize <= {MAX_HEAD_DIM}), got d={d}, dv={v.shape[-1]}, normalize={normalize}")
-    if initial_state is not None:
-        N = state_size(variant, d, v.shape[-1], normalize, ridge)
-        if not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 3:
-            raise ValueError("initial_state must be a rank-3 tensor [B, H, N]")
-        if initial_state.dtype != torch.float32:
-            raise TypeError(f"initial_state has dtype {initial_state.dtype}, expected float32")
-        if tuple(initial_state.shape) != (B, H, N):
-            raise ValueError(f"initial_state has shape {tuple(initial_state.shape)}, expected "
-                             f"[B={B}, H={H}, N={N}] for {variant} d={d} dv={v.shape[-1]} "
-                             f"normalize={normalize} ridge={ridge}")
-        if initial_state.device != q.device:
-            raise ValueError(f"initial_state is on {initial_state.device}, expected {q.device}")
+                         f"dv + normalize <= {MAX_HEAD_DIM}), got d={d}, dv={dv}, normalize={normalize}")
+    return decays
 
 
-def decay_vector(decay: Union[float, Sequence[float], torch.Tensor], H: int,
-                 device: torch.device) -> torch.Tensor:
-    """decay (a float, or 1 or H values in (0, 1]) -> float32 tensor [H]."""
-    if isinstance(decay, torch.Tensor):
-        vals = [float(x) for x in decay.detach().flatten().tolist()]
-    elif isinstance(decay, (int, float)):
-        vals = [float(decay)]
-    else:
-        vals = [float(x) for x in decay]
-    if len(vals) not in (1, H):
-        raise ValueError(f"decay must have 1 or H={H} values, got {len(vals)}")
-    for x in vals:
-        if not (math.isfinite(x) and 0.0 < x <= 1.0):
-            raise ValueError(f"decay values must lie in (0, 1], got {x}")
-    if len(vals) == 1:
-        vals = vals * H
-    key = (tuple(vals), str(device))
+def decay_vector(decays: Sequence[float], device: torch.device) -> torch.Tensor:
+    """H checked decay values (check_inputs) -> float32 tensor [H] on ``device``."""
+    key = (tuple(decays), str(device))
     out = _DECAY_CACHE.get(key)
     if out is None:  # cached: a host-to-device copy per call would cost more than a short prefill
-        out = torch.tensor(vals, dtype=torch.float32, device=device)
+        out = torch.tensor(key[0], dtype=torch.float32, device=device)
         if len(_DECAY_CACHE) < 256:
             _DECAY_CACHE[key] = out
     return out
