@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from hla_deploy._atomic import atomic_write_bytes, check_output_path
+from hla_deploy.runtime.trt_session import TensorRTUnavailableError  # one class for builder and runtime
+
+__all__ = ["build_engine", "profile_shapes", "trtexec_command", "onnx_model_info", "ModelInfo",
+           "load_plugin_library", "EngineBuildError", "TensorRTUnavailableError"]
 
 PathLike = Union[str, os.PathLike]
 Shape = Tuple[int, ...]
@@ -38,10 +42,6 @@ Shape = Tuple[int, ...]
 #: Default T of the profile's "opt" shape (TensorRT tunes tactics for it).
 DEFAULT_OPT_SEQ = 128
 PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "HLARecurrentStep", "1", ""
-
-
-class TensorRTUnavailableError(RuntimeError):
-    """The `tensorrt` Python package cannot be imported."""
 
 
 class EngineBuildError(RuntimeError):

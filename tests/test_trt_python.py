@@ -125,6 +125,8 @@ def test_build_engine_without_tensorrt(exports, tmp_path, no_tensorrt):
     assert "import tensorrt" in msg and "trtexec" in msg
     assert "--dynamicPlugins=/x/libhla_trt_plugin.so" in msg and "--maxShapes=input_ids:2x64,state:2x2x2x128" in msg
     assert not plan.exists() and not list(tmp_path.glob(".tiny.plan.tmp*"))
+    from hla_deploy.runtime import trt_session  # one error class: `except` either way catches both
+    assert TensorRTUnavailableError is trt_session.TensorRTUnavailableError
 
 
 def test_build_engine_fp16_must_match_export(exports, tmp_path, no_tensorrt):

@@ -33,7 +33,8 @@ from .session_base import HLASessionBase
 
 
 class TensorRTUnavailableError(RuntimeError):
-    """TensorRT (or a CUDA-enabled torch) is not available for TrtHLASession."""
+    """TensorRT (or, for TrtHLASession, a CUDA-enabled torch) is not available; raised by
+    TrtHLASession and exporters.tensorrt_engine.build_engine."""
 
 
 def _import_tensorrt():
