@@ -94,14 +94,14 @@ HLA_CAPI int hla_capi_convert(int dtype, int direction, int64_t n, const void* i
 }
 
 HLA_CAPI int hla_capi_has_cuda(void) {
-#ifdef HLA_CAPI_WITH_CUDA
+#ifdef HLA_WITH_CUDA
   return 1;
 #else
   return 0;
 #endif
 }
 
-#ifdef HLA_CAPI_WITH_CUDA
+#ifdef HLA_WITH_CUDA
 // Device pointers and a cudaStream_t (0 = default stream); the workspace is allocated by the
 // caller (hla_capi_cuda_workspace_size bytes). Returns 0, -1 (invalid params), -2 (bad dtype)
 // or the CUDA error code (> 0) of the failed launch.
