@@ -147,6 +147,23 @@ def test_generate_checkpoint_bad_sampling(tiny_ckpt, capsys, flags, needle):
     one_error_line(err, needle)
 
 
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_generate_needs_at_least_one_new_token(tiny_ckpt, capsys, n):
+    # before: 0 printed the prompt and exited 0 (quickstart and the C++ runner reject it)
+    rc, out, err = cli(capsys, "generate", tiny_ckpt, "--max-new-tokens", n)
+    assert rc == 2 and out == ""
+    one_error_line(err, "--max-new-tokens must be >= 1", n)
+
+
+@pytest.mark.parametrize("command", [["export", "-o", "m.onnx"], ["parity", "--backends", "torch"]])
+def test_checkpoint_that_is_a_file(a_file, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli(capsys, command[0], a_file, *command[1:])
+    assert rc in (1, 2)
+    one_error_line(err, str(a_file), "is a file; expected a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
+
+
 def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_path, capsys, monkeypatch):
     # before: ORT got "libhla_ort_op.so" as is, and dlopen searched the system library path
     from exporters import export_onnx

@@ -58,6 +58,9 @@ def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None)
 def load_config(directory: PathLike) -> HLAConfig:
     """Read and validate `directory`/config.json; raises CheckpointError naming the file."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"checkpoint {str(directory)!r} is a file; expected a directory holding "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME}")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist "
                               f"(expected a directory holding {CONFIG_NAME} and {WEIGHTS_NAME})")

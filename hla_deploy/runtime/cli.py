@@ -17,7 +17,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported .onnx, TensorRT .plan, or checkpoint directory")
     parser.add_argument("--prompt", default="def ", help="prompt text (byte-level tokens; default 'def ')")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate, >= 1 (default 64)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="ONNX Runtime execution provider / torch device (default cpu)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -63,8 +63,8 @@ def _generator(args):
 def run(args: argparse.Namespace) -> int:
     from hla_deploy.models import tokenizer
 
-    if args.max_new_tokens < 0:
-        print("generate: error: --max-new-tokens must be >= 0", file=sys.stderr)
+    if args.max_new_tokens < 1:  # as quickstart and the C++ runner: generating nothing is a mistake
+        print(f"generate: error: --max-new-tokens must be >= 1, got {args.max_new_tokens}", file=sys.stderr)
         return 2
     try:
         backend, gen = _generator(args)
