@@ -410,6 +410,17 @@ def test_forward_rejects_wrong_shapes_before_touching_memory(capi, bad, expect):
     assert expect in str(exc.value), str(exc.value)
 
 
+@pytest.mark.parametrize("B,T,H,d,dv", [
+    (2**31 - 1, 2**31 - 1, 3, 8, 16),   # B*T*H itself overflows int64 (the check must not)
+    (2**31 - 1, 2**31 - 1, 2**31 - 1, 1, 1),
+    (2**31 - 1, 2**30, 8, 64, 64),
+    (1, 2**31 - 1, 2**31 - 1, 2**20, 1),
+])
+def test_validate_rejects_sizes_beyond_64bit_indexing(capi, B, T, H, d, dv):
+    msg = capi.validate("hla2", B, T, H, d, dv, True, 1e-4, 0.5, None)
+    assert msg is not None and "overflow 64-bit indexing" in msg, msg
+
+
 def test_validate_accepts_good_params(capi):
     assert capi.validate("hla2", 1, 1, 4, 64, 32, True, 1e-6, 0.5, [0.9, 0.95, 1.0, 0.5]) is None
     assert capi.validate("ahla", 2, 5, 1, 8, 8, True, 0.0, 0.0, [0.7]) is None

@@ -51,9 +51,11 @@ const char* validate(const Params& p) {
   // The state of one (batch, head) pair and the whole tensors must be indexable.
   const int64_t n = state_size(p.variant, p.d, p.dv, p.normalize, p.ridge);
   const int64_t big = int64_t(1) << 62;
+  // Products compared through divisions so that the check itself cannot overflow (B*T < 2^62).
+  const int64_t widest = p.d > p.dv ? p.d : p.dv;
   if (n <= 0 || n > (int64_t(1) << 40) ||
       int64_t(p.B) * p.H > big / n ||
-      int64_t(p.B) * p.T * p.H > big / (p.d > p.dv ? p.d : p.dv))
+      int64_t(p.B) * p.T > big / p.H / widest)
     return "tensor sizes overflow 64-bit indexing (B, T, H, d, dv too large)";
   if (p.num_decay != 0 && p.num_decay != 1 && p.num_decay != p.H)
     return "attribute 'decay': expected 1 value or exactly H values (one per head)";
