@@ -227,5 +227,13 @@ Params make_params(Attrs const& a, Shape const& q, Shape const& v) {
   return p;
 }
 
+std::string check_runtime_shapes(Attrs const& a, Shape const* in, int32_t nb_inputs, Params* p) {
+  std::string err = check_shapes(a, in, nb_inputs, /*require_static_heads=*/true);
+  if (!err.empty()) return err;
+  *p = make_params(a, in[0], in[2]);
+  if (char const* msg = validate(*p)) return std::string(kPluginName) + ": " + msg;
+  return "";
+}
+
 }  // namespace trt
 }  // namespace hla

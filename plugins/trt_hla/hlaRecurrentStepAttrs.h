@@ -83,5 +83,9 @@ void output_shapes(Shape const* in, Shape* out);
 // Kernel parameters for concrete shapes (decay points into a).
 Params make_params(Attrs const& a, Shape const& q, Shape const& v);
 
+// Runtime (concrete) shapes of q, k, v, state (in[0..3]): check_shapes with H, d, dv, N required,
+// then make_params and hla::validate. "" with *p filled when valid, otherwise the message.
+std::string check_runtime_shapes(Attrs const& a, Shape const* in, int32_t nb_inputs, Params* p);
+
 }  // namespace trt
 }  // namespace hla

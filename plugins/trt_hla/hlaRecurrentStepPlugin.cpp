@@ -261,11 +261,8 @@ int32_t HLARecurrentStepPlugin::onShapeChange(PluginTensorDesc const* in, int32_
     }
     Shape shapes[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(in[i].dims);
-    std::string err = check_shapes(mAttrs, shapes, kNbInputs, /*require_static_heads=*/true);
-    if (err.empty()) {
-      Params p = make_params(mAttrs, shapes[0], shapes[2]);
-      if (char const* msg = validate(p)) err = std::string(kPluginName) + ": " + msg;
-    }
+    Params p;
+    std::string err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
     if (!err.empty()) {
       logError(err);
       return -1;
@@ -287,11 +284,7 @@ int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
     // the sizes in p, so a mismatch must stop here (TensorRT checked them in onShapeChange too).
     Shape shapes[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(inputDesc[i].dims);
-    std::string err = check_shapes(mAttrs, shapes, kNbInputs, /*require_static_heads=*/true);
-    if (err.empty()) {
-      p = make_params(mAttrs, shapes[0], shapes[2]);
-      if (char const* msg = validate(p)) err = std::string(kPluginName) + ": " + msg;
-    }
+    std::string const err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
     if (!err.empty()) {
       logError(err);
       return -1;

@@ -29,7 +29,7 @@ static int gChecks = 0;
     }                                                                      \
   } while (0)
 
-static bool contains(std::string const& s, char const* part) { return s.find(part) != std::string::npos; }
+static bool contains(std::string const& s, std::string const& part) { return s.find(part) != std::string::npos; }
 
 // Fields exactly as onnx-tensorrt's loadFields builds them: STRING -> kCHAR with the NUL counted
 // in length, FLOATS -> kFLOAT32 x n, INT -> kINT32 x 1, FLOAT -> kFLOAT32 x 1.
@@ -251,6 +251,21 @@ static void test_outputs_and_params() {
   CHECK(p.num_decay == 3 && p.decay == a.decay.data() && p.decay[2] == 0.7f);
   CHECK(hla::head_decay(p, 1) == 0.8f);
   CHECK(hla::validate(p) == nullptr);
+
+  // Runtime shapes (onShapeChange, enqueue): shape rules, then the kernel parameters.
+  int64_t const N = hla::state_size(Variant::kHLA2, 8, 16, true, 0.5f);
+  Shape rt[4] = {shape({2, 7, 3, 8}), shape({2, 7, 3, 8}), shape({2, 7, 3, 16}), shape({2, 3, N})};
+  hla::Params q;
+  CHECK(hla::trt::check_runtime_shapes(a, rt, 4, &q).empty());
+  CHECK(q.B == 2 && q.T == 7 && q.H == 3 && q.d == 8 && q.dv == 16 && q.num_decay == 3);
+  rt[3] = shape({2, 3, N + 4});
+  CHECK(contains(hla::trt::check_runtime_shapes(a, rt, 4, &q), "expected N = " + std::to_string(N)));
+  rt[3] = shape({2, 4, N});
+  CHECK(contains(hla::trt::check_runtime_shapes(a, rt, 4, &q), "H of input 'state'"));
+  // validate() after the shape rules: B*T*H*d beyond 64-bit indexing
+  Shape huge[4] = {shape({INT32_MAX, INT32_MAX, 3, 8}), shape({INT32_MAX, INT32_MAX, 3, 8}),
+                   shape({INT32_MAX, INT32_MAX, 3, 16}), shape({INT32_MAX, 3, N})};
+  CHECK(contains(hla::trt::check_runtime_shapes(a, huge, 4, &q), "overflow 64-bit indexing"));
 }
 
 int main() {
