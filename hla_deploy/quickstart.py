@@ -51,13 +51,19 @@ def run(args) -> int:
     if args.decode_steps < 0:
         print("hla-deploy quickstart: error: --decode-steps must be >= 0", file=sys.stderr)
         return 2
-    if not args.prompt:
+    from hla_deploy.models import tokenizer
+    try:
+        prompt_ids = tokenizer.encode(args.prompt)
+    except ValueError as exc:
+        print(f"hla-deploy quickstart: error: --prompt: {exc}", file=sys.stderr)
+        return 2
+    if not prompt_ids:
         print("hla-deploy quickstart: error: --prompt must not be empty", file=sys.stderr)
         return 2
 
     # 1. checkpoint ---------------------------------------------------------------------------
     try:
-        from hla_deploy.models import HLALanguageModel, default_checkpoint, generate, tokenizer
+        from hla_deploy.models import HLALanguageModel, default_checkpoint, generate
         ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
         model = HLALanguageModel.load(ckpt, map_location="cpu")
     except Exception as exc:
@@ -120,7 +126,6 @@ def run(args) -> int:
     # 5. generate with ONNX Runtime -------------------------------------------------------------
     try:
         from hla_deploy.runtime import OrtHLASession
-        prompt_ids = tokenizer.encode(args.prompt)
         t0 = time.perf_counter()
         session = OrtHLASession(str(custom), device="cpu", library=library)
         ort_ids = list(session.generate(prompt_ids, args.max_new_tokens, temperature=0.0))
@@ -130,15 +135,15 @@ def run(args) -> int:
         print(f"hla-deploy quickstart: error: generation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     new_ids, torch_new = ort_ids, torch_ids  # both return only the new tokens
-    text = tokenizer.decode(new_ids)
     same = new_ids == torch_new
     gen_path = out / "generated.txt"
-    _write_text(gen_path, args.prompt + text)
+    full_text = tokenizer.decode(prompt_ids + new_ids)  # valid text even when the prompt was not UTF-8
+    _write_text(gen_path, full_text)
     _step(5, f"generated {len(new_ids)} tokens with ONNX Runtime (CPU) in {t_gen:.2f}s "
              f"({len(new_ids) / max(t_gen, 1e-9):.0f} tokens/s incl. prefill); greedy tokens "
              f"{'identical to' if same else 'DIFFER from'} the torch model's")
     print("----- prompt + generated text -----")
-    print(args.prompt + text)
+    print(full_text)
     print("-----------------------------------")
 
     total = time.perf_counter() - t_start

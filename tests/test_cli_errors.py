@@ -147,6 +147,16 @@ def test_generate_checkpoint_bad_sampling(tiny_ckpt, capsys, flags, needle):
     one_error_line(err, needle)
 
 
+def test_generate_prompt_that_is_not_utf8(tiny_ckpt, capsys):
+    # before: a non-UTF-8 byte in --prompt (a surrogate escape in argv) failed in encode, and the
+    # print of the prompt could not have encoded it either
+    rc, out, err = cli(capsys, "generate", tiny_ckpt, "--prompt", "x\udcff", "--max-new-tokens", "2", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["prompt_ids"] == [0x78, 0xFF]
+    rc, out, err = cli(capsys, "generate", tiny_ckpt, "--prompt", "x\udcff", "--max-new-tokens", "2")
+    assert rc == 0 and out.startswith("x\ufffd")
+
+
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_generate_needs_at_least_one_new_token(tiny_ckpt, capsys, n):
     # before: 0 printed the prompt and exited 0 (quickstart and the C++ runner reject it)

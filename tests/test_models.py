@@ -352,6 +352,13 @@ def test_tokenizer_round_trip():
         tokenizer.decode([300])
 
 
+def test_tokenizer_takes_non_utf8_bytes_from_the_command_line():
+    # Python hands non-UTF-8 argv bytes over as surrogate escapes; they are those bytes
+    assert tokenizer.encode("a\udcff\udc80") == [0x61, 0xFF, 0x80]
+    with pytest.raises(ValueError, match=r"encode: text holds '\\ud800' at position 1, a lone surrogate"):
+        tokenizer.encode("a\ud800")
+
+
 # ---------------------------------------------------------------------------------- generate
 def test_generate_greedy_equals_argmax_by_hand():
     model = make_model("hla2", torch.float64)

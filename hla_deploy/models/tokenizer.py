@@ -11,10 +11,15 @@ VOCAB_SIZE = 256
 
 
 def encode(text: str) -> List[int]:
-    """str -> list of byte values (UTF-8)."""
+    """str -> list of byte values (UTF-8). Bytes that are not UTF-8, as Python hands them over from
+    the command line (surrogate escapes U+DC80..U+DCFF), are encoded as those raw bytes."""
     if not isinstance(text, str):
         raise TypeError(f"encode expects str, got {type(text).__name__}")
-    return list(text.encode("utf-8"))
+    try:
+        return list(text.encode("utf-8", errors="surrogateescape"))
+    except UnicodeEncodeError as e:
+        raise ValueError(f"encode: text holds {text[e.start:e.end]!r} at position {e.start}, a lone "
+                         f"surrogate that is neither UTF-8 text nor an escaped byte") from None
 
 
 def decode(ids: Iterable[int]) -> str:

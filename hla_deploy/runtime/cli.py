@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"backend": backend, "prompt_ids": prompt_ids, "generated_ids": ids,
                           "text": tokenizer.decode(ids), "seconds": elapsed, "tokens_per_s": tok_s}))
     else:
-        print(args.prompt + tokenizer.decode(ids))
+        print(tokenizer.decode(prompt_ids + ids))  # printable even when the prompt was not UTF-8
         print(f"[{backend}] {len(ids)} tokens in {elapsed:.3f} s ({tok_s:.1f} tokens/s, prefill included)",
               file=sys.stderr)
     return 0
