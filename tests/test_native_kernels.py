@@ -421,6 +421,18 @@ def test_validate_rejects_sizes_beyond_64bit_indexing(capi, B, T, H, d, dv):
     assert msg is not None and "overflow 64-bit indexing" in msg, msg
 
 
+def test_state_size_is_minus_one_when_n_does_not_fit_int64(capi):
+    M = 2**31 - 1
+    # hla3 and hla2 with ridge: d^2 + 2 d dv (+ 2d) > 2^63 - 1 for d = dv = 2^31 - 1
+    assert capi.state_size("hla3", M, M, True) == -1
+    assert capi.state_size("hla3", M, M, False) == -1
+    assert capi.state_size("hla2", M, M, True, 0.5) == -1
+    # these fit: exact values
+    assert capi.state_size("ahla", M, M, True) == 2 * M * M + 2 * M
+    assert capi.state_size("hla2", M, M, False) == 2 * M * M
+    assert capi.state_size("hla3", 2**30, 2**30, True) == 3 * 2**60 + 2**31
+
+
 def test_validate_accepts_good_params(capi):
     assert capi.validate("hla2", 1, 1, 4, 64, 32, True, 1e-6, 0.5, [0.9, 0.95, 1.0, 0.5]) is None
     assert capi.validate("ahla", 2, 5, 1, 8, 8, True, 0.0, 0.0, [0.7]) is None

@@ -18,34 +18,41 @@ struct StateLayout {
   int64_t N = -1;  // the state length; -1 for an unknown variant
 };
 
+// d, dv >= 1 and < 2^31 (int dims). Summed in uint64_t, where no sum of these terms (each < 2^62)
+// overflows; N = -1 when it does not fit in int64_t.
 inline StateLayout state_layout(Variant variant, int64_t d, int64_t dv, bool normalize, float ridge) {
   StateLayout L;
-  int64_t off = 0;
+  const uint64_t D = uint64_t(d), DV = uint64_t(dv);
+  uint64_t off = 0;
+  auto take = [&off](int64_t& part, uint64_t size) {
+    part = int64_t(off);
+    off += size;
+  };
   switch (variant) {
     case Variant::kHLA2:
-      L.S = off; off += d * d;
-      L.M = off; off += d * dv;
-      if (normalize) { L.n = off; off += d; }
+      take(L.S, D * D);
+      take(L.M, D * DV);
+      if (normalize) take(L.n, D);
       if (ridge != 0.0f) {
-        L.C = off; off += d * dv;
-        if (normalize) { L.m = off; off += d; }
+        take(L.C, D * DV);
+        if (normalize) take(L.m, D);
       }
       break;
     case Variant::kAHLA:
-      L.P = off; off += d * dv;
-      L.E = off; off += d * dv;
-      if (normalize) { L.mK = off; off += d; L.n = off; off += d; }
+      take(L.P, D * DV);
+      take(L.E, D * DV);
+      if (normalize) { take(L.mK, D); take(L.n, D); }
       break;
     case Variant::kHLA3:
-      L.S = off; off += d * d;
-      L.P = off; off += d * dv;
-      L.F = off; off += d * dv;
-      if (normalize) { L.mK = off; off += d; L.n = off; off += d; }
+      take(L.S, D * D);
+      take(L.P, D * DV);
+      take(L.F, D * DV);
+      if (normalize) { take(L.mK, D); take(L.n, D); }
       break;
     default:
       return L;
   }
-  L.N = off;
+  L.N = off > uint64_t(INT64_MAX) ? -1 : int64_t(off);
   return L;
 }
 
