@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "hla_check.h"
 #include "hlaRecurrentStepAttrs.h"
 
 using hla::Variant;
@@ -16,18 +17,6 @@ using hla::trt::Attrs;
 using hla::trt::Field;
 using hla::trt::FieldType;
 using hla::trt::Shape;
-
-static int gFailures = 0;
-static int gChecks = 0;
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    ++gChecks;                                                             \
-    if (!(cond)) {                                                         \
-      ++gFailures;                                                         \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-    }                                                                      \
-  } while (0)
 
 static bool contains(std::string const& s, std::string const& part) { return s.find(part) != std::string::npos; }
 
@@ -275,6 +264,5 @@ int main() {
   test_state_size_rules();
   test_shape_rules();
   test_outputs_and_params();
-  std::printf("hla_trt_attrs_test: %d checks, %d failures\n", gChecks, gFailures);
-  return gFailures == 0 ? 0 : 1;
+  return HLA_CHECK_SUMMARY("hla_trt_attrs_test");
 }

@@ -18,20 +18,10 @@
 #include <cuda_runtime_api.h>
 
 #include "NvInferRuntime.h"
+#include "hla_check.h"
 #include "hla_kernels.h"
 
 using namespace nvinfer1;
-
-static int gFailures = 0;
-static int gChecks = 0;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    ++gChecks;                                                             \
-    if (!(cond)) {                                                         \
-      ++gFailures;                                                         \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-    }                                                                      \
-  } while (0)
 
 // ---- mocks -------------------------------------------------------------------------------------
 class MockDimImpl : public apiv::VDimensionExpr {
@@ -527,6 +517,5 @@ int main(int argc, char** argv) {
   }
 
   setLoggerFinder(nullptr);
-  std::printf("hla_trt_plugin_test: %d checks, %d failures\n", gChecks, gFailures);
-  return gFailures == 0 ? 0 : 1;
+  return HLA_CHECK_SUMMARY("hla_trt_plugin_test");
 }
