@@ -88,10 +88,11 @@ std::string JsonString(const std::string& s) {
   return os.str();
 }
 
-std::string JsonIds(const std::vector<int64_t>& ids) {
+// "[a, b, c]": token ids for --json, and shapes in messages.
+std::string ListStr(const std::vector<int64_t>& xs) {
   std::ostringstream os;
   os << '[';
-  for (size_t i = 0; i < ids.size(); ++i) os << (i ? ", " : "") << ids[i];
+  for (size_t i = 0; i < xs.size(); ++i) os << (i ? ", " : "") << xs[i];
   os << ']';
   return os.str();
 }
@@ -103,14 +104,6 @@ int64_t ArgmaxRow(const float* row, int64_t V) {
   return best;
 }
 
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << ']';
-  return os.str();
-}
-
 // The logits of the last of T positions, after checking that `logits` is [1, T, V] float32
 // (V = *vocab when > 0, which is then kept equal across calls). Throws std::runtime_error.
 const float* LastLogits(const Ort::Value& logits, int64_t T, int64_t* vocab) {
@@ -120,7 +113,7 @@ const float* LastLogits(const Ort::Value& logits, int64_t T, int64_t* vocab) {
     throw std::runtime_error("output 'logits' is not float32 (hla-deploy exports return float32 logits)");
   }
   if (shape.size() != 3 || shape[0] != 1 || shape[1] != T || shape[2] < 1 || (*vocab > 0 && shape[2] != *vocab)) {
-    throw std::runtime_error("output 'logits' has shape " + ShapeStr(shape) + ", expected [B, T, V] = [1, " +
+    throw std::runtime_error("output 'logits' has shape " + ListStr(shape) + ", expected [B, T, V] = [1, " +
                              std::to_string(T) + ", " + (*vocab > 0 ? std::to_string(*vocab) : std::string("V")) + "]");
   }
   *vocab = shape[2];
@@ -226,7 +219,7 @@ int main(int argc, char** argv) {
     std::string text;
     for (int64_t id : generated) text.push_back(static_cast<char>(id >= 0 && id < 256 ? id : '?'));
     if (args.json) {
-      std::cout << "{\"prompt_ids\": " << JsonIds(prompt_ids) << ", \"generated_ids\": " << JsonIds(generated)
+      std::cout << "{\"prompt_ids\": " << ListStr(prompt_ids) << ", \"generated_ids\": " << ListStr(generated)
                 << ", \"text\": " << JsonString(text) << ", \"prefill_tokens\": " << prompt_ids.size()
                 << ", \"prefill_ms\": " << prefill_ms << ", \"decode_steps\": " << decode_steps
                 << ", \"decode_tokens_per_s\": " << tok_s << "}" << std::endl;
