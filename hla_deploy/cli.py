@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -49,6 +50,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # last resort: one clear line, not a traceback
+        if os.environ.get("HLA_DEPLOY_DEBUG"):
+            raise
+        print(f"hla-deploy {args.command}: error: {type(exc).__name__}: {exc} "
+              "(set HLA_DEPLOY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
