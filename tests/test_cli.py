@@ -48,3 +48,20 @@ def test_help_lists_every_subcommand():
 def test_no_command_prints_help_and_exits_zero():
     r = subprocess.run([sys.executable, "-m", "hla_deploy"], capture_output=True, text=True)
     assert r.returncode == 0 and "quickstart" in r.stdout
+
+
+def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import hla_deploy.runtime.cli as generate_cli
+    from hla_deploy.cli import main
+
+    def boom(args):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(generate_cli, "run", boom)
+    monkeypatch.delenv("HLA_DEPLOY_DEBUG", raising=False)
+    assert main(["generate", "x.onnx"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RuntimeError: simulated failure" in err[0] and "Traceback" not in err[0]
+    monkeypatch.setenv("HLA_DEPLOY_DEBUG", "1")
+    import pytest
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(["generate", "x.onnx"])
