@@ -7,7 +7,8 @@ plugin library is built (CUDA kernels for sm_90 only here, to save time) and che
 - it needs no libnvinfer symbol and no unresolved hla:: symbol;
 - hla_trt_plugin_test dlopen()s it and drives the creator and the IPluginV3 interfaces with
   mocked TensorRT objects (field parsing as the ONNX parser passes attributes, output shapes,
-  formats, data types, configure/onShapeChange validation, workspace size, serialization);
+  formats, data types incl. bfloat16 and mixed-type rejection, configure/onShapeChange/enqueue
+  validation, workspace size, serialization);
 - the C++ runner compiles (it is linked only when libnvinfer is found).
 Without nvcc only the TensorRT-free attribute/shape rules are built and tested; the rest is
 skipped with the reason.
@@ -113,10 +114,15 @@ def test_runner_compiles(plugin_lib, trt_build_dir):
 
 
 def test_plugin_enqueue_matches_cpu_kernel_on_gpu(plugin_lib, trt_build_dir):
-    """enqueue() through hla::forward_cuda vs hla::forward_cpu (hla2, ahla, hla3); needs a GPU."""
+    """enqueue() through hla::forward_cuda vs hla::forward_cpu on the same inputs: float32 (hla2, ahla,
+    hla3), float16 (hla2) and bfloat16 (hla2, ahla) q/k/v/o with float32 states; needs a GPU."""
     proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_test")
     if "SKIP enqueue: no CUDA device" in proc.stdout:
         pytest.skip("no CUDA device: the plugin's enqueue() was not run (interfaces were tested without it)")
     assert proc.returncode == 0, proc.stdout
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("enqueue vs forward_cpu")]
-    assert len(lines) == 3, proc.stdout
+    cases = sorted(ln.split("(", 1)[1].split(")", 1)[0] for ln in lines)
+    assert cases == sorted([
+        "hla2, normalize=0, float32", "ahla, normalize=1, float32", "hla3, normalize=0, float32",
+        "hla2, normalize=0, float16", "hla2, normalize=0, bfloat16", "ahla, normalize=1, bfloat16",
+    ]), proc.stdout

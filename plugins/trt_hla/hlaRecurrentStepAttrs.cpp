@@ -211,6 +211,66 @@ void output_shapes(Shape const* in, Shape* out) {
   out[1] = in[3];
 }
 
+char const* tensor_type_name(TensorType t) {
+  switch (t) {
+    case TensorType::kFLOAT: return "float32";
+    case TensorType::kHALF: return "float16";
+    case TensorType::kINT8: return "int8";
+    case TensorType::kINT32: return "int32";
+    case TensorType::kBOOL: return "bool";
+    case TensorType::kUINT8: return "uint8";
+    case TensorType::kFP8: return "fp8";
+    case TensorType::kBF16: return "bfloat16";
+    case TensorType::kINT64: return "int64";
+    case TensorType::kINT4: return "int4";
+  }
+  return "another type";
+}
+
+bool kernel_dtype(TensorType t, DType* out) {
+  switch (t) {
+    case TensorType::kFLOAT: *out = DType::kFloat32; return true;
+    case TensorType::kHALF: *out = DType::kFloat16; return true;
+    case TensorType::kBF16: *out = DType::kBFloat16; return true;
+    default: return false;
+  }
+}
+
+namespace {
+
+std::string type_error(char const* kind, int32_t index, char const* name, TensorType got,
+                       std::string const& expected) {
+  return std::string(kPluginName) + ": " + kind + " " + std::to_string(index) + " '" + name + "' is " +
+         tensor_type_name(got) + ", expected " + expected;
+}
+
+std::string same_as_q(TensorType q) { return std::string("the same type as q (") + tensor_type_name(q) + ")"; }
+
+}  // namespace
+
+std::string check_input_types(TensorType const* in, int32_t nb_inputs) {
+  if (nb_inputs != kNbInputs || in == nullptr) {
+    return std::string(kPluginName) + ": expected 4 input types (q, k, v, state), got " + std::to_string(nb_inputs);
+  }
+  DType unused = DType::kFloat32;
+  if (!kernel_dtype(in[0], &unused)) return type_error("input", 0, "q", in[0], "float32, float16 or bfloat16");
+  if (in[1] != in[0]) return type_error("input", 1, "k", in[1], same_as_q(in[0]));
+  if (in[2] != in[0]) return type_error("input", 2, "v", in[2], same_as_q(in[0]));
+  if (in[3] != TensorType::kFLOAT) return type_error("input", 3, "state", in[3], "float32 (the state is float32 always)");
+  return "";
+}
+
+std::string check_output_types(TensorType q, TensorType const* out, int32_t nb_outputs) {
+  if (nb_outputs != kNbOutputs || out == nullptr) {
+    return std::string(kPluginName) + ": expected 2 output types (o, state_out), got " + std::to_string(nb_outputs);
+  }
+  if (out[0] != q) return type_error("output", 0, "o", out[0], same_as_q(q));
+  if (out[1] != TensorType::kFLOAT) {
+    return type_error("output", 1, "state_out", out[1], "float32 (the state is float32 always)");
+  }
+  return "";
+}
+
 Params make_params(Attrs const& a, Shape const& q, Shape const& v) {
   Params p;
   p.variant = a.variant;

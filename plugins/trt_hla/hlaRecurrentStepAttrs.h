@@ -6,6 +6,7 @@
 //
 //   inputs : q [B, T, H, d], k [B, T, H, d], v [B, T, H, dv], state [B, H, N] (float32)
 //   outputs: o [B, T, H, dv],                                 state_out [B, H, N] (float32)
+//   q, k, v, o: one dtype, float32, float16 or bfloat16.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,35 @@ struct Field {
   FieldType type = FieldType::kUNKNOWN;
   int32_t length = 0;
 };
+
+// Same numeric values as nvinfer1::DataType (static_assert'ed in the plugin; equal in the
+// TensorRT 10.3, 10.x and 11 headers).
+enum class TensorType : int32_t {
+  kFLOAT = 0,
+  kHALF = 1,
+  kINT8 = 2,
+  kINT32 = 3,
+  kBOOL = 4,
+  kUINT8 = 5,
+  kFP8 = 6,
+  kBF16 = 7,
+  kINT64 = 8,
+  kINT4 = 9,
+};
+
+// "float32", "float16", "bfloat16", "int8", ... ("another type" for values not listed above).
+char const* tensor_type_name(TensorType t);
+
+// The kernel dtype of an activation type: kFLOAT -> kFloat32, kHALF -> kFloat16,
+// kBF16 -> kBFloat16. False (and *out untouched) for any other type.
+bool kernel_dtype(TensorType t, DType* out);
+
+// Input dtype rules (in[0..3] = q, k, v, state): q float32, float16 or bfloat16; k and v q's
+// dtype; state float32. "" when valid, otherwise a message naming the tensor.
+std::string check_input_types(TensorType const* in, int32_t nb_inputs);
+
+// Output dtype rules given q's dtype (out[0..1] = o, state_out): o q's dtype, state_out float32.
+std::string check_output_types(TensorType q, TensorType const* out, int32_t nb_outputs);
 
 // The node attributes, with the contract's defaults.
 struct Attrs {

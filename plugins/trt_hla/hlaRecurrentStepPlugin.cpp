@@ -25,24 +25,42 @@ static_assert(static_cast<int32_t>(FieldType::kUNKNOWN) == static_cast<int32_t>(
 static_assert(static_cast<int32_t>(FieldType::kBF16) == static_cast<int32_t>(PluginFieldType::kBF16), "");
 static_assert(static_cast<int32_t>(FieldType::kINT64) == static_cast<int32_t>(PluginFieldType::kINT64), "");
 
+// Data types too: the dtype rules (hlaRecurrentStepAttrs) see nvinfer1::DataType by value.
+static_assert(static_cast<int32_t>(TensorType::kFLOAT) == static_cast<int32_t>(DataType::kFLOAT), "");
+static_assert(static_cast<int32_t>(TensorType::kHALF) == static_cast<int32_t>(DataType::kHALF), "");
+static_assert(static_cast<int32_t>(TensorType::kINT8) == static_cast<int32_t>(DataType::kINT8), "");
+static_assert(static_cast<int32_t>(TensorType::kINT32) == static_cast<int32_t>(DataType::kINT32), "");
+static_assert(static_cast<int32_t>(TensorType::kBOOL) == static_cast<int32_t>(DataType::kBOOL), "");
+static_assert(static_cast<int32_t>(TensorType::kUINT8) == static_cast<int32_t>(DataType::kUINT8), "");
+static_assert(static_cast<int32_t>(TensorType::kFP8) == static_cast<int32_t>(DataType::kFP8), "");
+static_assert(static_cast<int32_t>(TensorType::kBF16) == static_cast<int32_t>(DataType::kBF16), "");
+static_assert(static_cast<int32_t>(TensorType::kINT64) == static_cast<int32_t>(DataType::kINT64), "");
+static_assert(static_cast<int32_t>(TensorType::kINT4) == static_cast<int32_t>(DataType::kINT4), "");
+
 void logError(std::string const& msg) noexcept { log(ILogger::Severity::kERROR, msg); }
 
-bool isActivationType(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF; }
+TensorType toTensorType(DataType t) { return static_cast<TensorType>(static_cast<int32_t>(t)); }
 
-char const* dataTypeName(DataType t) {
-  switch (t) {
-    case DataType::kFLOAT: return "float32";
-    case DataType::kHALF: return "float16";
-    case DataType::kBF16: return "bfloat16";
-    case DataType::kINT8: return "int8";
-    case DataType::kINT32: return "int32";
-    case DataType::kINT64: return "int64";
-    case DataType::kBOOL: return "bool";
-    default: return "another type";
-  }
+// float32, float16 or bfloat16: the types hla::forward_cuda takes for q, k, v, o.
+bool isActivationType(DataType t) {
+  DType unused = DType::kFloat32;
+  return kernel_dtype(toTensorType(t), &unused);
 }
 
-DType toKernelType(DataType t) { return t == DataType::kHALF ? DType::kFloat16 : DType::kFloat32; }
+// q, k, v, state types of TensorRT tensor descriptions, then the dtype rules.
+template <typename Desc>
+std::string checkInputTypes(Desc const* in) {
+  TensorType types[kNbInputs];
+  for (int32_t i = 0; i < kNbInputs; ++i) types[i] = toTensorType(in[i].type);
+  return check_input_types(types, kNbInputs);
+}
+
+// o, state_out types given q's type.
+template <typename Desc>
+std::string checkOutputTypes(DataType q, Desc const* out) {
+  TensorType const types[kNbOutputs] = {toTensorType(out[0].type), toTensorType(out[1].type)};
+  return check_output_types(toTensorType(q), types, kNbOutputs);
+}
 
 Shape toShape(Dims const& dims) {
   Shape s;
@@ -79,21 +97,6 @@ Shape toShape(DynamicPluginTensorDesc const& t) {
     }
   }
   return s;
-}
-
-std::string typeError(int32_t index, DataType got, char const* expected) {
-  static char const* const kNames[kNbInputs] = {"q", "k", "v", "state"};
-  return std::string(kPluginName) + ": input " + std::to_string(index) + " '" + kNames[index] + "' is " +
-         dataTypeName(got) + ", expected " + expected;
-}
-
-// Input dtype rules: q float32/float16; k, v same as q; state float32.
-std::string checkInputTypes(DataType const* types) {
-  if (!isActivationType(types[0])) return typeError(0, types[0], "float32 or float16");
-  if (types[1] != types[0]) return typeError(1, types[1], "the same type as q");
-  if (types[2] != types[0]) return typeError(2, types[2], "the same type as q");
-  if (types[3] != DataType::kFLOAT) return typeError(3, types[3], "float32 (the state is float32 always)");
-  return "";
 }
 
 }  // namespace
@@ -145,12 +148,14 @@ int32_t HLARecurrentStepPlugin::getOutputDataTypes(DataType* outputTypes, int32_
              std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
     return -1;
   }
-  std::string err = checkInputTypes(inputTypes);
+  TensorType types[kNbInputs];
+  for (int32_t i = 0; i < kNbInputs; ++i) types[i] = toTensorType(inputTypes[i]);
+  std::string err = check_input_types(types, kNbInputs);
   if (!err.empty()) {
     logError(err);
     return -1;
   }
-  outputTypes[0] = inputTypes[0];  // o in q's dtype
+  outputTypes[0] = inputTypes[0];  // o in q's dtype (float32, float16 or bfloat16)
   outputTypes[1] = DataType::kFLOAT;  // state_out float32
   return 0;
 }
@@ -196,7 +201,7 @@ bool HLARecurrentStepPlugin::supportsFormatCombination(int32_t pos, DynamicPlugi
   PluginTensorDesc const& desc = inOut[pos].desc;
   if (desc.format != TensorFormat::kLINEAR) return false;
   switch (pos) {
-    case 0: return isActivationType(desc.type);               // q
+    case 0: return isActivationType(desc.type);               // q: float32, float16, bfloat16
     case 1:                                                    // k
     case 2:                                                    // v
     case 4: return desc.type == inOut[0].desc.type;           // o
@@ -213,13 +218,12 @@ int32_t HLARecurrentStepPlugin::configurePlugin(DynamicPluginTensorDesc const* i
       logError(std::string(kPluginName) + ": configurePlugin expects 4 inputs and 2 outputs");
       return -1;
     }
-    DataType types[kNbInputs];
+    PluginTensorDesc const inDesc[kNbInputs] = {in[0].desc, in[1].desc, in[2].desc, in[3].desc};
+    PluginTensorDesc const outDesc[kNbOutputs] = {out[0].desc, out[1].desc};
     Shape shapes[kNbInputs];
-    for (int32_t i = 0; i < kNbInputs; ++i) {
-      types[i] = in[i].desc.type;
-      shapes[i] = toShape(in[i]);
-    }
-    std::string err = checkInputTypes(types);
+    for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(in[i]);
+    std::string err = checkInputTypes(inDesc);
+    if (err.empty()) err = checkOutputTypes(inDesc[0].type, outDesc);
     if (err.empty()) err = check_shapes(mAttrs, shapes, kNbInputs, /*require_static_heads=*/true);
     if (!err.empty()) {
       logError(err);
@@ -242,8 +246,11 @@ size_t HLARecurrentStepPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* i
     Shape v = toShape(inputs[2].max);
     if (q.nb_dims != 4 || v.nb_dims != 4) return 0;
     Params p = make_params(mAttrs, q, v);
-    if (validate(p) != nullptr) return 0;  // configurePlugin reports the error
-    return cuda_workspace_size(p, toKernelType(inputs[0].desc.type));
+    DType dtype = DType::kFloat32;
+    if (validate(p) != nullptr || !kernel_dtype(toTensorType(inputs[0].desc.type), &dtype)) {
+      return 0;  // configurePlugin reports the error
+    }
+    return cuda_workspace_size(p, dtype);
   } catch (std::exception const&) {
   }
   return 0;
@@ -262,7 +269,9 @@ int32_t HLARecurrentStepPlugin::onShapeChange(PluginTensorDesc const* in, int32_
     Shape shapes[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(in[i].dims);
     Params p;
-    std::string err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
+    std::string err = checkInputTypes(in);
+    if (err.empty()) err = checkOutputTypes(in[0].type, out);
+    if (err.empty()) err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
     if (!err.empty()) {
       logError(err);
       return -1;
@@ -274,17 +283,24 @@ int32_t HLARecurrentStepPlugin::onShapeChange(PluginTensorDesc const* in, int32_
   return -1;
 }
 
-int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
                                         void const* const* inputs, void* const* outputs, void* workspace,
                                         cudaStream_t stream) noexcept {
-  if (inputDesc == nullptr || inputs == nullptr || outputs == nullptr) return -1;
+  if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr) return -1;
   Params p;
+  DType dtype = DType::kFloat32;
   try {
-    // Every input's shape, not only q's and v's: the kernel reads k and reads/writes the state by
-    // the sizes in p, so a mismatch must stop here (TensorRT checked them in onShapeChange too).
+    // Every input's shape and type, not only q's and v's: the kernel reads k and v as q's dtype and
+    // reads/writes the state by the sizes in p, so a mismatch must stop here (TensorRT checked
+    // them in supportsFormatCombination and onShapeChange too).
     Shape shapes[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) shapes[i] = toShape(inputDesc[i].dims);
-    std::string const err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
+    std::string err = checkInputTypes(inputDesc);
+    if (err.empty()) err = checkOutputTypes(inputDesc[0].type, outputDesc);
+    if (err.empty()) err = check_runtime_shapes(mAttrs, shapes, kNbInputs, &p);
+    if (err.empty() && !kernel_dtype(toTensorType(inputDesc[0].type), &dtype)) {
+      err = std::string(kPluginName) + ": no kernel for q's type";  // unreachable after checkInputTypes
+    }
     if (!err.empty()) {
       logError(err);
       return -1;
@@ -294,7 +310,7 @@ int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
     return -1;
   }
   // state_in and state_out are distinct TensorRT buffers (TensorRT does not alias them).
-  int rc = forward_cuda(p, toKernelType(inputDesc[0].type), inputs[0], inputs[1], inputs[2],
+  int rc = forward_cuda(p, dtype, inputs[0], inputs[1], inputs[2],
                         static_cast<float const*>(inputs[3]), outputs[0], static_cast<float*>(outputs[1]), workspace,
                         static_cast<void*>(stream));
   if (rc != 0) {

@@ -1,7 +1,7 @@
 // HLARecurrentStep TensorRT plugin (IPluginV3, TensorRT >= 10.3): one HLA mixer step over T
 // tokens with a float32 recurrent state. The kernels are hla::forward_cuda (plugins/common).
 //
-//   input 0  q      [B, T, H, d]   float32 | float16
+//   input 0  q      [B, T, H, d]   float32 | float16 | bfloat16
 //   input 1  k      [B, T, H, d]   same as q
 //   input 2  v      [B, T, H, dv]  same as q
 //   input 3  state  [B, H, N]      float32

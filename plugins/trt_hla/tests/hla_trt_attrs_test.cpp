@@ -1,6 +1,7 @@
 // Tests of the TensorRT-free half of the HLARecurrentStep plugin (hlaRecurrentStepAttrs.h):
-// field parsing as the ONNX parser passes node attributes, value rules, shape rules and the
-// state size N. Expected N values are written out by hand from docs/OP_CONTRACT.md.
+// field parsing as the ONNX parser passes node attributes, value rules, shape rules, the
+// state size N and the data-type rules (q, k, v, o one of float32 / float16 / bfloat16, states
+// float32). Expected N values are written out by hand from docs/OP_CONTRACT.md.
 // Exit code 0 = all passed; every failure is printed.
 #include <cmath>
 #include <cstdio>
@@ -257,6 +258,80 @@ static void test_outputs_and_params() {
   CHECK(contains(hla::trt::check_runtime_shapes(a, huge, 4, &q), "overflow 64-bit indexing"));
 }
 
+// Data types: q, k, v, o share one of float32 / float16 / bfloat16; states are float32.
+static void test_type_rules() {
+  using hla::DType;
+  using hla::trt::TensorType;
+  using hla::trt::check_input_types;
+  using hla::trt::check_output_types;
+  // Activation types and the kernel dtype each one maps to (enqueue passes it to forward_cuda).
+  struct Map {
+    TensorType t;
+    DType k;
+  } const maps[] = {{TensorType::kFLOAT, DType::kFloat32},
+                    {TensorType::kHALF, DType::kFloat16},
+                    {TensorType::kBF16, DType::kBFloat16}};
+  for (Map const& m : maps) {
+    DType k = m.t == TensorType::kFLOAT ? DType::kBFloat16 : DType::kFloat32;  // != m.k: must be written
+    CHECK(hla::trt::kernel_dtype(m.t, &k) && k == m.k);
+    TensorType const in[4] = {m.t, m.t, m.t, TensorType::kFLOAT};
+    CHECK(check_input_types(in, 4).empty());
+    TensorType const out[2] = {m.t, TensorType::kFLOAT};
+    CHECK(check_output_types(m.t, out, 2).empty());
+  }
+  CHECK(std::strcmp(hla::trt::tensor_type_name(TensorType::kBF16), "bfloat16") == 0);
+  CHECK(std::strcmp(hla::trt::tensor_type_name(static_cast<TensorType>(10)), "another type") == 0);
+  // No kernel for any other type (10 = kFP4 in TensorRT >= 10.8 headers); *out is left alone.
+  for (int32_t t : {2, 3, 4, 5, 6, 8, 9, 10, 11, -1}) {
+    DType k = DType::kBFloat16;
+    CHECK(!hla::trt::kernel_dtype(static_cast<TensorType>(t), &k) && k == DType::kBFloat16);
+  }
+
+  TensorType const F = TensorType::kFLOAT, H = TensorType::kHALF, BF = TensorType::kBF16;
+  // Mixed activation dtypes: the error names the tensor, its type and q's type.
+  {
+    TensorType const in[4] = {BF, H, BF, F};
+    std::string const e = check_input_types(in, 4);
+    CHECK(contains(e, "input 1 'k' is float16, expected the same type as q (bfloat16)"));
+  }
+  {
+    TensorType const in[4] = {BF, BF, F, F};
+    std::string const e = check_input_types(in, 4);
+    CHECK(contains(e, "input 2 'v' is float32, expected the same type as q (bfloat16)"));
+  }
+  {
+    TensorType const in[4] = {H, BF, H, F};
+    CHECK(contains(check_input_types(in, 4), "'k' is bfloat16, expected the same type as q (float16)"));
+  }
+  {
+    TensorType const in[4] = {F, F, BF, F};
+    CHECK(contains(check_input_types(in, 4), "'v' is bfloat16, expected the same type as q (float32)"));
+  }
+  // The state is float32 whatever the activation dtype.
+  for (TensorType s : {H, BF, TensorType::kINT8}) {
+    TensorType const in[4] = {BF, BF, BF, s};
+    std::string const e = check_input_types(in, 4);
+    CHECK(contains(e, "input 3 'state' is ") && contains(e, "expected float32"));
+  }
+  {
+    TensorType const in[4] = {TensorType::kINT8, TensorType::kINT8, TensorType::kINT8, F};
+    CHECK(contains(check_input_types(in, 4), "input 0 'q' is int8, expected float32, float16 or bfloat16"));
+    TensorType const fp8[4] = {TensorType::kFP8, TensorType::kFP8, TensorType::kFP8, F};
+    CHECK(contains(check_input_types(fp8, 4), "'q' is fp8"));
+    CHECK(contains(check_input_types(in, 3), "expected 4 input types"));
+    CHECK(!check_input_types(nullptr, 4).empty());
+  }
+  // Outputs: o in q's type, state_out float32.
+  {
+    TensorType const o16[2] = {H, F};
+    CHECK(contains(check_output_types(BF, o16, 2), "output 0 'o' is float16, expected the same type as q (bfloat16)"));
+    TensorType const sbf[2] = {BF, BF};
+    CHECK(contains(check_output_types(BF, sbf, 2), "output 1 'state_out' is bfloat16, expected float32"));
+    TensorType const ok[2] = {BF, F};
+    CHECK(contains(check_output_types(BF, ok, 1), "expected 2 output types"));
+  }
+}
+
 int main() {
   test_defaults();
   test_onnx_style_fields();
@@ -264,5 +339,6 @@ int main() {
   test_state_size_rules();
   test_shape_rules();
   test_outputs_and_params();
+  test_type_rules();
   return HLA_CHECK_SUMMARY("hla_trt_attrs_test");
 }

@@ -2,7 +2,8 @@
 // dlopen()ed like IPluginRegistry::loadLibrary does, its two entry points are called, and the
 // creator and the IPluginV3 capability interfaces are driven through their (header-declared,
 // virtual) methods with mocked TensorRT objects (IDimensionExpr, IExprBuilder, ILoggerFinder).
-// When a CUDA device is present, enqueue() is also run and compared with hla::forward_cpu.
+// When a CUDA device is present, enqueue() is also run and compared with hla::forward_cpu
+// (float32: hla2, ahla, hla3; float16: hla2; bfloat16: hla2, ahla).
 //
 // Usage: hla_trt_plugin_test [path/to/libhla_trt_plugin.so]   (exit code 0 = all passed)
 #include <dlfcn.h>
@@ -19,6 +20,7 @@
 
 #include "NvInferRuntime.h"
 #include "hla_check.h"
+#include "hla_dtype.h"
 #include "hla_kernels.h"
 
 using namespace nvinfer1;
@@ -162,11 +164,44 @@ using GetCreatorsFn = IPluginCreatorInterface* const* (*)(int32_t&);
 using SetLoggerFinderFn = void (*)(ILoggerFinder*);
 
 // ---- GPU check of enqueue against hla::forward_cpu ----------------------------------------------
+// q, k, v, o in `type` (float32, float16 or bfloat16), states float32. The reference is
+// hla::forward_cpu on the same (already rounded) inputs: both accumulate in float32 and round o to
+// `type` once, so o may differ by about one unit in the last place of `type`.
 static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* build, hla::Variant variant,
-                                bool normalize, std::vector<float> const& decay) {
+                                bool normalize, std::vector<float> const& decay, DataType type) {
   int const B = 2, T = 5, H = 2, d = 8, dv = 8;
   int64_t const N = hla::state_size(variant, d, dv, normalize, 0.0f);
   size_t const nq = (size_t)B * T * H * d, nv = (size_t)B * T * H * dv, ns = (size_t)B * H * N;
+  hla::DType const kt = type == DataType::kHALF   ? hla::DType::kFloat16
+                        : type == DataType::kBF16 ? hla::DType::kBFloat16
+                                                  : hla::DType::kFloat32;
+  size_t const esz = type == DataType::kFLOAT ? 4 : 2;
+  // float32 values -> bytes of `type`, and back.
+  auto pack = [&](std::vector<float> const& x) {
+    std::vector<unsigned char> b(x.size() * esz);
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (esz == 4) {
+        std::memcpy(&b[i * 4], &x[i], 4);
+      } else {
+        uint16_t h = type == DataType::kHALF ? hla::detail::float_to_half(x[i]) : hla::detail::float_to_bf16(x[i]);
+        std::memcpy(&b[i * 2], &h, 2);
+      }
+    }
+    return b;
+  };
+  auto unpack = [&](std::vector<unsigned char> const& b) {
+    std::vector<float> x(b.size() / esz);
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (esz == 4) {
+        std::memcpy(&x[i], &b[i * 4], 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, &b[i * 2], 2);
+        x[i] = type == DataType::kHALF ? hla::detail::half_to_float(h) : hla::detail::bf16_to_float(h);
+      }
+    }
+    return x;
+  };
   std::mt19937 rng(7);
   std::normal_distribution<float> g(0.f, 0.5f);
   std::vector<float> q(nq), k(nq), v(nv), s(ns);
@@ -174,24 +209,27 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
   for (auto& x : k) x = g(rng);
   for (auto& x : v) x = g(rng);
   for (auto& x : s) x = 0.1f * g(rng);
-  std::vector<float> o_ref(nv), s_ref(ns);
+  std::vector<unsigned char> qb = pack(q), kb = pack(k), vb = pack(v), o_refb(nv * esz);
+  std::vector<float> s_ref(ns);
   hla::Params p;
   p.variant = variant;
   p.B = B; p.T = T; p.H = H; p.d = d; p.dv = dv;
   p.normalize = normalize;
   p.decay = decay.data();
   p.num_decay = (int32_t)decay.size();
-  hla::forward_cpu(p, hla::DType::kFloat32, q.data(), k.data(), v.data(), s.data(), o_ref.data(), s_ref.data(), 1);
+  hla::forward_cpu(p, kt, qb.data(), kb.data(), vb.data(), s.data(), o_refb.data(), s_ref.data(), 1);
+  std::vector<float> const o_ref = unpack(o_refb);
 
-  PluginTensorDesc in[4] = {desc({B, T, H, d}, DataType::kFLOAT), desc({B, T, H, d}, DataType::kFLOAT),
-                            desc({B, T, H, dv}, DataType::kFLOAT), desc({B, H, N}, DataType::kFLOAT)};
-  PluginTensorDesc out[2] = {desc({B, T, H, dv}, DataType::kFLOAT), desc({B, H, N}, DataType::kFLOAT)};
-  DynamicPluginTensorDesc din[4] = {ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, DataType::kFLOAT),
-                                    ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, DataType::kFLOAT),
-                                    ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, DataType::kFLOAT),
-                                    ddesc({B, H, N}, {B, H, N}, {B, H, N}, DataType::kFLOAT)};
-  DynamicPluginTensorDesc dout[2] = {ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, DataType::kFLOAT),
-                                     ddesc({B, H, N}, {B, H, N}, {B, H, N}, DataType::kFLOAT)};
+  DataType const F = DataType::kFLOAT;
+  PluginTensorDesc in[4] = {desc({B, T, H, d}, type), desc({B, T, H, d}, type), desc({B, T, H, dv}, type),
+                            desc({B, H, N}, F)};
+  PluginTensorDesc out[2] = {desc({B, T, H, dv}, type), desc({B, H, N}, F)};
+  DynamicPluginTensorDesc din[4] = {ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, type),
+                                    ddesc({B, T, H, d}, {B, T, H, d}, {B, T, H, d}, type),
+                                    ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, type),
+                                    ddesc({B, H, N}, {B, H, N}, {B, H, N}, F)};
+  DynamicPluginTensorDesc dout[2] = {ddesc({B, T, H, dv}, {B, T, H, dv}, {B, T, H, dv}, type),
+                                     ddesc({B, H, N}, {B, H, N}, {B, H, N}, F)};
   CHECK(build->configurePlugin(din, 4, dout, 2) == 0);
   CHECK(rt->onShapeChange(in, 4, out, 2) == 0);
   size_t ws = build->getWorkspaceSize(din, 4, dout, 2);
@@ -201,16 +239,16 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
     CHECK(cudaMalloc(&ptr, bytes) == cudaSuccess);
     return ptr;
   };
-  void* dq = dmalloc(nq * 4);
-  void* dk = dmalloc(nq * 4);
-  void* dvv = dmalloc(nv * 4);
+  void* dq = dmalloc(nq * esz);
+  void* dk = dmalloc(nq * esz);
+  void* dvv = dmalloc(nv * esz);
   void* ds = dmalloc(ns * 4);
-  void* dout_o = dmalloc(nv * 4);
+  void* dout_o = dmalloc(nv * esz);
   void* dout_s = dmalloc(ns * 4);
   void* dws = ws > 0 ? dmalloc(ws) : nullptr;
-  cudaMemcpy(dq, q.data(), nq * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(dk, k.data(), nq * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(dvv, v.data(), nv * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dq, qb.data(), nq * esz, cudaMemcpyHostToDevice);
+  cudaMemcpy(dk, kb.data(), nq * esz, cudaMemcpyHostToDevice);
+  cudaMemcpy(dvv, vb.data(), nv * esz, cudaMemcpyHostToDevice);
   cudaMemcpy(ds, s.data(), ns * 4, cudaMemcpyHostToDevice);
   cudaStream_t stream;
   cudaStreamCreate(&stream);
@@ -218,9 +256,11 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
   void* outputs[2] = {dout_o, dout_s};
   CHECK(rt->enqueue(in, out, inputs, outputs, dws, stream) == 0);
   CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
-  std::vector<float> o_gpu(nv), s_gpu(ns);
-  cudaMemcpy(o_gpu.data(), dout_o, nv * 4, cudaMemcpyDeviceToHost);
+  std::vector<unsigned char> o_gpub(nv * esz);
+  std::vector<float> s_gpu(ns);
+  cudaMemcpy(o_gpub.data(), dout_o, nv * esz, cudaMemcpyDeviceToHost);
   cudaMemcpy(s_gpu.data(), dout_s, ns * 4, cudaMemcpyDeviceToHost);
+  std::vector<float> const o_gpu = unpack(o_gpub);
   double err_o = 0, err_s = 0, mag_o = 0, mag_s = 0;
   for (size_t i = 0; i < nv; ++i) {
     err_o = std::fmax(err_o, std::fabs(o_gpu[i] - o_ref[i]));
@@ -230,10 +270,13 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
     err_s = std::fmax(err_s, std::fabs(s_gpu[i] - s_ref[i]));
     mag_s = std::fmax(mag_s, std::fabs(s_ref[i]));
   }
-  std::printf("enqueue vs forward_cpu (%s, normalize=%d): max|do| = %.3g (max|o| %.3g), max|dstate| = %.3g "
+  char const* tname = type == DataType::kHALF ? "float16" : type == DataType::kBF16 ? "bfloat16" : "float32";
+  std::printf("enqueue vs forward_cpu (%s, normalize=%d, %s): max|do| = %.3g (max|o| %.3g), max|dstate| = %.3g "
               "(max|state| %.3g)\n",
-              hla::variant_name(variant), normalize ? 1 : 0, err_o, mag_o, err_s, mag_s);
-  CHECK(mag_o > 0 && err_o <= 1e-4 * (1 + mag_o));
+              hla::variant_name(variant), normalize ? 1 : 0, tname, err_o, mag_o, err_s, mag_s);
+  // o: float32 1e-4; float16 / bfloat16 one unit in the last place (2^-10 / 2^-7 of |o|) plus float32 noise.
+  double const tol_o = type == DataType::kFLOAT ? 1e-4 : type == DataType::kHALF ? 2e-3 : 1.6e-2;
+  CHECK(mag_o > 0 && err_o <= tol_o * (1 + mag_o));
   CHECK(mag_s > 0 && err_s <= 1e-4 * (1 + mag_s));
   cudaFree(dq); cudaFree(dk); cudaFree(dvv); cudaFree(ds); cudaFree(dout_o); cudaFree(dout_s);
   if (dws) cudaFree(dws);
@@ -332,34 +375,64 @@ int main(int argc, char** argv) {
   DataType mixed[4] = {DataType::kHALF, DataType::kFLOAT, DataType::kHALF, DataType::kFLOAT};
   CHECK(build->getOutputDataTypes(outTypes, 2, mixed, 4) != 0);
   CHECK(logger.saw("'k' is float32, expected the same type as q"));
+  // bfloat16: accepted like float16, o in bfloat16, state_out float32.
+  DataType inBf16[4] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kFLOAT};
+  outTypes[0] = outTypes[1] = DataType::kINT8;
+  CHECK(build->getOutputDataTypes(outTypes, 2, inBf16, 4) == 0);
+  CHECK(outTypes[0] == DataType::kBF16 && outTypes[1] == DataType::kFLOAT);
+  DataType bf16State[4] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kBF16};
+  CHECK(build->getOutputDataTypes(outTypes, 2, bf16State, 4) != 0);
+  CHECK(logger.saw("'state' is bfloat16, expected float32"));
+  // Mixed activation dtypes with bfloat16 are rejected, naming the tensor and q's type.
+  DataType bfHalf[4] = {DataType::kBF16, DataType::kHALF, DataType::kBF16, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, bfHalf, 4) != 0);
+  CHECK(logger.saw("input 1 'k' is float16, expected the same type as q (bfloat16)"));
+  DataType bfFloatV[4] = {DataType::kBF16, DataType::kBF16, DataType::kFLOAT, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, bfFloatV, 4) != 0);
+  CHECK(logger.saw("input 2 'v' is float32, expected the same type as q (bfloat16)"));
+  DataType halfBfV[4] = {DataType::kHALF, DataType::kHALF, DataType::kBF16, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, halfBfV, 4) != 0);
+  CHECK(logger.saw("input 2 'v' is bfloat16, expected the same type as q (float16)"));
+  DataType fp8[4] = {DataType::kFP8, DataType::kFP8, DataType::kFP8, DataType::kFLOAT};
+  CHECK(build->getOutputDataTypes(outTypes, 2, fp8, 4) != 0);
+  CHECK(logger.saw("'q' is fp8, expected float32, float16 or bfloat16"));
   DataType ints[4] = {DataType::kINT32, DataType::kINT32, DataType::kINT32, DataType::kFLOAT};
   CHECK(build->getOutputDataTypes(outTypes, 2, ints, 4) != 0);
   CHECK(build->getOutputDataTypes(outTypes, 1, inFloat, 4) != 0);
 
-  // Formats: linear only; q float32|float16; k, v, o = q's type; state, state_out float32.
+  // Formats: linear only; q float32|float16|bfloat16; k, v, o = q's type; state, state_out float32.
   {
     DynamicPluginTensorDesc io[6] = {};
     auto set = [&](int i, DataType t, TensorFormat f = TensorFormat::kLINEAR) {
       io[i].desc.type = t;
       io[i].desc.format = f;
     };
-    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+    DataType const activations[] = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
+    for (DataType t : activations) {
       set(0, t);
       CHECK(build->supportsFormatCombination(0, io, 4, 2));
       for (int pos : {1, 2, 4}) {
         set(pos, t);
         CHECK(build->supportsFormatCombination(pos, io, 4, 2));
-        set(pos, t == DataType::kFLOAT ? DataType::kHALF : DataType::kFLOAT);
+        for (DataType other : activations) {  // every other activation type: mixed, rejected
+          if (other == t) continue;
+          set(pos, other);
+          CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+        }
+        set(pos, t, TensorFormat::kHWC8);
         CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+        set(pos, t);
       }
       for (int pos : {3, 5}) {
         set(pos, DataType::kFLOAT);
         CHECK(build->supportsFormatCombination(pos, io, 4, 2));
-        set(pos, DataType::kHALF);
-        CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+        for (DataType other : {DataType::kHALF, DataType::kBF16}) {
+          set(pos, other);
+          CHECK(!build->supportsFormatCombination(pos, io, 4, 2));
+        }
       }
     }
-    for (DataType t : {DataType::kINT32, DataType::kINT8, DataType::kBF16, DataType::kINT64}) {
+    for (DataType t : {DataType::kINT32, DataType::kINT8, DataType::kFP8, DataType::kINT64, DataType::kBOOL}) {
       set(0, t);
       CHECK(!build->supportsFormatCombination(0, io, 4, 2));
     }
@@ -419,6 +492,28 @@ int main(int argc, char** argv) {
                                          din[1], din[2], din[3]};
     CHECK(build->configurePlugin(minmax, 4, dout, 2) == 0);
   }
+  // configurePlugin with bfloat16 q, k, v, o (float32 states), then mixed types.
+  DynamicPluginTensorDesc dinBf[4] = {din[0], din[1], din[2], din[3]};
+  DynamicPluginTensorDesc doutBf[2] = {dout[0], dout[1]};
+  for (int i = 0; i < 3; ++i) dinBf[i].desc.type = DataType::kBF16;
+  doutBf[0].desc.type = DataType::kBF16;
+  CHECK(build->configurePlugin(dinBf, 4, doutBf, 2) == 0);
+  {
+    logger.mMessages.clear();
+    DynamicPluginTensorDesc mixed[4] = {dinBf[0], din[1], dinBf[2], dinBf[3]};  // k float16
+    CHECK(build->configurePlugin(mixed, 4, doutBf, 2) != 0);
+    CHECK(logger.saw("'k' is float16, expected the same type as q (bfloat16)"));
+    CHECK(build->configurePlugin(dinBf, 4, dout, 2) != 0);  // o float16 with bfloat16 inputs
+    CHECK(logger.saw("output 0 'o' is float16, expected the same type as q (bfloat16)"));
+    DynamicPluginTensorDesc bfState[4] = {dinBf[0], dinBf[1], dinBf[2], dinBf[3]};
+    bfState[3].desc.type = DataType::kBF16;
+    CHECK(build->configurePlugin(bfState, 4, doutBf, 2) != 0);
+    CHECK(logger.saw("'state' is bfloat16, expected float32"));
+    DynamicPluginTensorDesc bfStateOut[2] = {doutBf[0], doutBf[1]};
+    bfStateOut[1].desc.type = DataType::kBF16;
+    CHECK(build->configurePlugin(dinBf, 4, bfStateOut, 2) != 0);
+    CHECK(logger.saw("'state_out' is bfloat16, expected float32"));
+  }
 
   // Workspace: hla::cuda_workspace_size for the profile's largest shapes.
   {
@@ -430,6 +525,7 @@ int main(int argc, char** argv) {
     p.decay = good.decay.data();
     p.num_decay = 4;
     CHECK(build->getWorkspaceSize(din, 4, dout, 2) == hla::cuda_workspace_size(p, hla::DType::kFloat16));
+    CHECK(build->getWorkspaceSize(dinBf, 4, doutBf, 2) == hla::cuda_workspace_size(p, hla::DType::kBFloat16));
   }
 
   // onShapeChange with concrete shapes.
@@ -458,6 +554,36 @@ int main(int argc, char** argv) {
     PluginTensorDesc badV[4] = {in[0], in[0], desc({1, 7, H, dv}, DataType::kHALF), in[3]};
     CHECK(rt->enqueue(badV, out, inputs, outputs, nullptr, nullptr) != 0);
     CHECK(logger.saw("B of input 'v'"));
+  }
+
+  // bfloat16 at runtime: onShapeChange accepts it; onShapeChange and enqueue reject mixed types
+  // (enqueue before touching the GPU: the kernel would read k and v as q's type).
+  {
+    DataType const BF = DataType::kBF16;
+    PluginTensorDesc in[4] = {desc({2, 7, H, d}, BF), desc({2, 7, H, d}, BF), desc({2, 7, H, dv}, BF),
+                              desc({2, H, N}, DataType::kFLOAT)};
+    PluginTensorDesc out[2] = {desc({2, 7, H, dv}, BF), desc({2, H, N}, DataType::kFLOAT)};
+    CHECK(rt->onShapeChange(in, 4, out, 2) == 0);
+    logger.mMessages.clear();
+    PluginTensorDesc halfV[4] = {in[0], in[1], desc({2, 7, H, dv}, DataType::kHALF), in[3]};
+    CHECK(rt->onShapeChange(halfV, 4, out, 2) != 0);
+    CHECK(logger.saw("input 2 'v' is float16, expected the same type as q (bfloat16)"));
+    void const* inputs[4] = {nullptr, nullptr, nullptr, nullptr};
+    void* outputs[2] = {nullptr, nullptr};
+    logger.mMessages.clear();
+    CHECK(rt->enqueue(halfV, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("input 2 'v' is float16, expected the same type as q (bfloat16)"));
+    PluginTensorDesc floatK[4] = {in[0], desc({2, 7, H, d}, DataType::kFLOAT), in[2], in[3]};
+    CHECK(rt->enqueue(floatK, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("input 1 'k' is float32, expected the same type as q (bfloat16)"));
+    PluginTensorDesc halfO[2] = {desc({2, 7, H, dv}, DataType::kHALF), out[1]};
+    CHECK(rt->onShapeChange(in, 4, halfO, 2) != 0);
+    CHECK(rt->enqueue(in, halfO, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("output 0 'o' is float16, expected the same type as q (bfloat16)"));
+    PluginTensorDesc bfState[4] = {in[0], in[1], in[2], desc({2, H, N}, BF)};
+    CHECK(rt->enqueue(bfState, out, inputs, outputs, nullptr, nullptr) != 0);
+    CHECK(logger.saw("input 3 'state' is bfloat16, expected float32"));
+    CHECK(rt->enqueue(in, nullptr, inputs, outputs, nullptr, nullptr) != 0);
   }
 
   // Serialization round trip (build -> plan -> runtime) and clones.
@@ -499,9 +625,13 @@ int main(int argc, char** argv) {
       hla::Variant v;
       int32_t normalize;
       std::vector<float> decay;
-    } const cases[] = {{"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}},
-                       {"ahla", hla::Variant::kAHLA, 1, {0.95f}},
-                       {"hla3", hla::Variant::kHLA3, 0, {1.0f}}};
+      DataType type;
+    } const cases[] = {{"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}, DataType::kFLOAT},
+                       {"ahla", hla::Variant::kAHLA, 1, {0.95f}, DataType::kFLOAT},
+                       {"hla3", hla::Variant::kHLA3, 0, {1.0f}, DataType::kFLOAT},
+                       {"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}, DataType::kHALF},
+                       {"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}, DataType::kBF16},
+                       {"ahla", hla::Variant::kAHLA, 1, {0.95f}, DataType::kBF16}};
     for (auto const& c : cases) {
       Fields f(c.variant, c.decay, c.normalize, 1e-6f, 0.f);
       IPluginV3* gp = creator->createPlugin("gpu", &f.fc, TensorRTPhase::kRUNTIME);
@@ -509,7 +639,7 @@ int main(int argc, char** argv) {
       if (!gp) continue;
       test_enqueue_on_gpu(static_cast<IPluginV3OneRuntime*>(gp->getCapabilityInterface(PluginCapabilityType::kRUNTIME)),
                           static_cast<IPluginV3OneBuild*>(gp->getCapabilityInterface(PluginCapabilityType::kBUILD)),
-                          c.v, c.normalize != 0, c.decay);
+                          c.v, c.normalize != 0, c.decay, c.type);
       delete gp;
     }
   } else {
