@@ -21,8 +21,9 @@ if not torch.cuda.is_available():  # one skip with the reason, not one per param
     pytest.skip("no CUDA GPU (torch.cuda): the CUDA kernels run only on a GPU machine",
                 allow_module_level=True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
-from test_native_kernels import (BOUNDS, STATE_BOUND, load_capi_module, make_inputs,  # noqa: E402
-                                 random_state, ref_recurrent, rel_rms)
+from test_native_kernels import (BOUNDS, STATE_BOUND, _decay, load_capi_module,  # noqa: E402
+                                 make_inputs, random_state, ref_recurrent, rel_rms)
+from test_native_kernels import _case_id as _cid  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU (torch.cuda)")
 
@@ -71,16 +72,6 @@ SHAPES = [  # B, T, H, d, dv: decode, short/long prefill, d != dv, d % 4 != 0 (s
 ]
 
 
-def _decay(spec, H, rng):
-    if spec is None:
-        return None
-    if spec == "per_head":
-        return rng.uniform(0.8, 1.0, size=H).astype(np.float32)
-    return np.array([spec], np.float32)
-
-
-def _cid(c):
-    return f"{c[0]}-norm{int(c[1])}-ridge{c[2]}-decay{c[3]}"
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
