@@ -22,16 +22,13 @@ from reference import ref_hla, ref_state_size
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from hla_deploy.plugins import PluginBuildError, ort_library_path  # noqa: E402
 from hla_deploy.plugins.ort_op_graph import single_node_model, single_node_session  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def lib():
-    try:
-        return ort_library_path(build=True)
-    except PluginBuildError as e:
-        pytest.fail(f"building the ORT custom-op library failed: {e}")
+def lib(ort_library):
+    """The ORT custom-op library (tests/conftest.py builds it once; a failed build fails)."""
+    return ort_library
 
 
 def rel_rms(a, b) -> float:
