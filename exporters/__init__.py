@@ -1,7 +1,7 @@
 """Exporters: HLALanguageModel -> ONNX (custom HLARecurrentStep node or standard ops) -> TensorRT.
 
-    from exporters import export_onnx
-    export_onnx("ckpt_dir", "model.onnx", op="custom" | "standard", dtype="fp32" | "fp16")
+    from hla_deploy.exporters import export_onnx
+    export_onnx(model_or_ckpt_dir, example_inputs, "model.onnx", op="custom" | "standard", dtype="fp32" | "fp16")
 
 Modules (heavy imports stay inside them; importing this package is cheap):
     export.py          export_onnx / build_onnx_model (checks the graph, writes atomically)
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Union
 
 
-def export_onnx(checkpoint_dir_or_model, out_path: Union[str, os.PathLike], op: str = "custom",
-                dtype: str = "fp32") -> Path:
-    """Export an HLALanguageModel or a checkpoint directory to ONNX; returns the output Path.
+def export_onnx(model, example_inputs, out_path: Union[str, os.PathLike], *, op: str = "custom",
+                dtype: str = "fp32", dynamic_shapes=None, input_names=None, output_names=None) -> Path:
+    """Export a model (an HLALanguageModel or a checkpoint directory; example_inputs may then be
+    None) to ONNX; returns the output Path.
 
     op: "custom" (one hla_deploy::HLARecurrentStep node per layer) or "standard" (standard ONNX
     ops only). dtype: "fp32" or "fp16" (state and logits stay float32). Raises CheckpointError
@@ -31,7 +32,8 @@ def export_onnx(checkpoint_dir_or_model, out_path: Union[str, os.PathLike], op: 
     a partial output file.
     """
     from .export import export_onnx as _export_onnx
-    return _export_onnx(checkpoint_dir_or_model, out_path, op=op, dtype=dtype)
+    return _export_onnx(model, example_inputs, out_path, op=op, dtype=dtype, dynamic_shapes=dynamic_shapes,
+                        input_names=input_names, output_names=output_names)
 
 
 __all__ = ["export_onnx"]

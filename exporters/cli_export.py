@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from hla_deploy.models import CheckpointError
     from .export import ExportError, export_onnx
     try:
-        path = export_onnx(args.checkpoint, args.output, op=op, dtype=dtype)
+        path = export_onnx(args.checkpoint, None, args.output, op=op, dtype=dtype)
     except (CheckpointError, ExportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

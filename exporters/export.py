@@ -1,6 +1,6 @@
 """export_onnx: HLALanguageModel (or a checkpoint directory) -> ONNX file.
 
-    export_onnx("ckpt_dir", "model.onnx", op="custom", dtype="fp32") -> Path
+    export_onnx("ckpt_dir", None, "model.onnx", op="custom", dtype="fp32") -> Path
 
 op="custom":   one `hla_deploy::HLARecurrentStep` node per layer (needs our ORT library / TRT plugin)
 op="standard": standard ONNX ops only (opset 17), runs in any ONNX Runtime
@@ -70,10 +70,15 @@ def build_onnx_model(model, op: str = "custom", dtype: str = "fp32"):
     return proto
 
 
-def export_onnx(checkpoint_dir_or_model, out_path: Union[str, os.PathLike], op: str = "custom",
-                dtype: str = "fp32") -> Path:
+def export_onnx(checkpoint_dir_or_model, example_inputs, out_path: Union[str, os.PathLike], *,
+                op: str = "custom", dtype: str = "fp32", dynamic_shapes=None, input_names=None,
+                output_names=None) -> Path:
     """Export to ONNX; returns the output Path. See the module docstring."""
     import onnx
+
+    if example_inputs is not None or dynamic_shapes is not None or input_names or output_names:
+        raise ExportError("example_inputs / dynamic_shapes / input_names / output_names are not "
+                          "supported yet (only HLALanguageModel and checkpoint directories)")
 
     if op not in OPS:
         raise ExportError(f"unsupported op {op!r}; expected one of {', '.join(OPS)}")

@@ -17,9 +17,9 @@ from . import __version__
 COMMANDS = [
     ("quickstart", "hla_deploy.quickstart",
      "CPU demo: load the shipped model, export it, build the ORT op, check parity, generate text"),
-    ("export", "exporters.cli_export", "export a checkpoint to ONNX (custom HLARecurrentStep op or standard ops)"),
+    ("export", "hla_deploy.exporters.cli_export", "export a checkpoint to ONNX (custom HLARecurrentStep op or standard ops)"),
     ("build-plugins", "hla_deploy.plugins", "build the ONNX Runtime custom-op library (and the TensorRT plugin)"),
-    ("build-engine", "exporters.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
+    ("build-engine", "hla_deploy.exporters.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
     ("parity", "hla_deploy.parity.cli", "check every backend against the reference model"),
     ("generate", "hla_deploy.runtime.cli", "generate text from a checkpoint, ONNX model or TensorRT engine"),
 ]

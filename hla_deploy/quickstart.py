@@ -82,10 +82,10 @@ def run(args) -> int:
 
     # 2. export ---------------------------------------------------------------------------------
     try:
-        from exporters import export_onnx
+        from hla_deploy.exporters import export_onnx
         t0 = time.perf_counter()
-        custom = Path(export_onnx(ckpt, out / "model.onnx", op="custom", dtype="fp32"))
-        standard = Path(export_onnx(ckpt, out / "model_standard.onnx", op="standard", dtype="fp32"))
+        custom = Path(export_onnx(ckpt, None, out / "model.onnx", op="custom", dtype="fp32"))
+        standard = Path(export_onnx(ckpt, None, out / "model_standard.onnx", op="standard", dtype="fp32"))
         t_export = time.perf_counter() - t0
     except Exception as exc:
         print(f"hla-deploy quickstart: error: ONNX export failed: {type(exc).__name__}: {exc}", file=sys.stderr)

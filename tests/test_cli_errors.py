@@ -117,8 +117,8 @@ def test_parity_rejects_onnx_that_is_not_an_hla_export(tiny_ckpt, not_hla_onnx, 
 # ---- build-engine -----------------------------------------------------------------------------------
 
 def test_build_engine_checks_output_before_tensorrt(tiny_ckpt, tmp_path, a_file, capsys):
-    from exporters import export_onnx
-    model = export_onnx(tiny_ckpt, tmp_path / "m.onnx")
+    from hla_deploy.exporters import export_onnx
+    model = export_onnx(tiny_ckpt, None, tmp_path / "m.onnx")
     for bad, needle in ((tmp_path, "is a directory"), (a_file / "m.plan", "not a directory")):
         rc, out, err = cli(capsys, "build-engine", model, "-o", bad)
         assert rc == 2 and out == ""  # not even the trtexec line: nothing could be written anyway
@@ -176,8 +176,8 @@ def test_checkpoint_that_is_a_file(a_file, tmp_path, capsys, monkeypatch, comman
 
 def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_path, capsys, monkeypatch):
     # before: ORT got "libhla_ort_op.so" as is, and dlopen searched the system library path
-    from exporters import export_onnx
-    model = export_onnx(tiny_ckpt, tmp_path / "m.onnx")
+    from hla_deploy.exporters import export_onnx
+    model = export_onnx(tiny_ckpt, None, tmp_path / "m.onnx")
     shutil.copy(ort_library, tmp_path / Path(ort_library).name)
     monkeypatch.chdir(tmp_path)
     rc, out, err = cli(capsys, "generate", "m.onnx", "--library", Path(ort_library).name,
@@ -226,7 +226,7 @@ def test_export_config_from_another_checkpoint(tiny_ckpt, tmp_path, capsys):
                                            (["--prompt", ""], "--prompt"),
                                            (["--checkpoint", "no/such/ckpt"], "no/such/ckpt")])
 def test_quickstart_bad_option_fails_before_any_work(tmp_path, capsys, monkeypatch, flags, needle):
-    import exporters
+    import hla_deploy.exporters as exporters
     monkeypatch.setattr(exporters, "export_onnx", lambda *a, **k: pytest.fail("exported despite a bad option"))
     out = tmp_path / "qs"
     rc, stdout, err = cli(capsys, "quickstart", "--out", out, *flags)

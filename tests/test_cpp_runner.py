@@ -18,7 +18,7 @@ from hla_deploy.plugins import PluginBuildError, ort_library_path, ort_runner_pa
 
 try:
     from hla_deploy.models import HLAConfig, HLALanguageModel, tokenizer
-    from exporters import export_onnx
+    from hla_deploy.exporters import export_onnx
     _IMPORT_ERROR = None
 except ImportError as e:  # pragma: no cover
     _IMPORT_ERROR = e
@@ -44,7 +44,7 @@ def model_path(tmp_path_factory):
         for p in model.parameters():
             if p.dim() == 2:
                 p.mul_(2.0)
-    return export_onnx(model, tmp_path_factory.mktemp("runner") / "m.onnx", op="custom")
+    return export_onnx(model, None, tmp_path_factory.mktemp("runner") / "m.onnx", op="custom")
 
 
 def _run(exe, *args, timeout=120):

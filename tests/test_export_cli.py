@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from exporters import cli_export
+from hla_deploy.exporters import cli_export
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,7 @@ def test_missing_output_directory(tiny_ckpt, tmp_path, capsys):
 
 def test_subprocess_exit_codes(tiny_ckpt, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    bad = subprocess.run([sys.executable, "-m", "exporters.cli_export", str(tmp_path / "missing"), "-o",
+    bad = subprocess.run([sys.executable, "-m", "hla_deploy.exporters.cli_export", str(tmp_path / "missing"), "-o",
                           str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=str(tmp_path),
                          timeout=120)
     assert bad.returncode == 1 and "error:" in bad.stderr and "missing" in bad.stderr

@@ -16,10 +16,10 @@ import torch
 from onnx import TensorProto, helper
 
 import hla_deploy
-from exporters import export_onnx
-from exporters.export import build_onnx_model
-from exporters.onnx_standard import lower_custom_nodes
-from exporters.schema import register_hla_schema
+from hla_deploy.exporters import export_onnx
+from hla_deploy.exporters.export import build_onnx_model
+from hla_deploy.exporters.onnx_standard import lower_custom_nodes
+from hla_deploy.exporters.schema import register_hla_schema
 from hla_deploy.models import HLAConfig, HLALanguageModel
 from reference import rel_err, rel_rms
 
@@ -172,7 +172,7 @@ def test_checker_rejects_wrong_attribute_type():
 
 def test_metadata_and_file_written(tmp_path):
     model = _model(**CONFIGS["ahla-decay"])
-    out = export_onnx(model, tmp_path / "m.onnx", op="custom", dtype="fp16")
+    out = export_onnx(model, None, tmp_path / "m.onnx", op="custom", dtype="fp16")
     assert out == tmp_path / "m.onnx" and out.is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp file left
     proto = onnx.load(str(out))

@@ -20,9 +20,9 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from exporters.export import build_onnx_model  # noqa: E402
-from exporters.onnx_standard import standard_hla_graph  # noqa: E402
-from exporters.standard_math import hla_one_chunk  # noqa: E402
+from hla_deploy.exporters.export import build_onnx_model  # noqa: E402
+from hla_deploy.exporters.onnx_standard import standard_hla_graph  # noqa: E402
+from hla_deploy.exporters.standard_math import hla_one_chunk  # noqa: E402
 from hla_deploy.models import HLAConfig, HLALanguageModel  # noqa: E402
 from reference import make_qkv, ref_hla, ref_state_size, rel_err, rel_rms  # noqa: E402
 

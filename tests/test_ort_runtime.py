@@ -23,7 +23,7 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from exporters import export_onnx  # noqa: E402
+from hla_deploy.exporters import export_onnx  # noqa: E402
 from hla_deploy.models import HLAConfig, HLALanguageModel, generate as torch_generate  # noqa: E402
 from hla_deploy.runtime import sampling  # noqa: E402
 
@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("ort_runtime")
     for name in CONFIGS:
         model = _tiny_model(name)
-        out[name] = (model, export_onnx(model, d / f"{name}.onnx", op="custom"))
+        out[name] = (model, export_onnx(model, None, d / f"{name}.onnx", op="custom"))
     return out
 
 
@@ -95,7 +95,7 @@ def test_prefill_and_decode_match_torch(exported, ort_library, name):
 def test_fp16_export_matches_torch(ort_library, tmp_path):
     from hla_deploy.runtime import OrtHLASession
     model = _tiny_model("hla2-decay-normalize")
-    path = export_onnx(model, tmp_path / "m16.onnx", op="custom", dtype="fp16")
+    path = export_onnx(model, None, tmp_path / "m16.onnx", op="custom", dtype="fp16")
     sess = OrtHLASession(path, library=ort_library)
     assert sess.metadata["hla_deploy.dtype"] == "fp16"
     ids = np.random.default_rng(2).integers(0, 256, (1, 12 + 20)).astype(np.int64)
@@ -199,7 +199,7 @@ def test_shipped_checkpoint_greedy_matches_torch(ort_library, tmp_path):
     except FileNotFoundError as e:
         pytest.skip(f"shipped checkpoint not present: {e}")
     model = HLALanguageModel.load(ckpt).eval()
-    sess = OrtHLASession(export_onnx(ckpt, tmp_path / "tiny.onnx"), library=ort_library)
+    sess = OrtHLASession(export_onnx(ckpt, None, tmp_path / "tiny.onnx"), library=ort_library)
     prompt = tokenizer.encode("import os\n\ndef ")
     got = sess.generate(prompt, 24)
     with torch.no_grad():

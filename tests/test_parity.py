@@ -40,10 +40,10 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_files(ckpt, tmp_path_factory):
-    from exporters import export_onnx
+    from hla_deploy.exporters import export_onnx
     d = tmp_path_factory.mktemp("parity_onnx")
-    return {"custom": export_onnx(ckpt, d / "custom.onnx", op="custom"),
-            "standard": export_onnx(ckpt, d / "standard.onnx", op="standard")}
+    return {"custom": export_onnx(ckpt, None, d / "custom.onnx", op="custom"),
+            "standard": export_onnx(ckpt, None, d / "standard.onnx", op="standard")}
 
 
 def cli(argv):

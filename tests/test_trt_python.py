@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from exporters import cli_build_engine
-from exporters.tensorrt_engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
+from hla_deploy.exporters import cli_build_engine
+from hla_deploy.exporters.tensorrt_engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
                                        onnx_model_info, profile_shapes, trtexec_command)
 
 
@@ -26,7 +26,7 @@ def no_tensorrt(monkeypatch):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """Tiny hla-deploy exports: custom op fp32 (L=2, H=2, d=dv=8 -> N=128), fp16, standard ops."""
-    from exporters import export_onnx
+    from hla_deploy.exporters import export_onnx
     from hla_deploy.models import HLAConfig, HLALanguageModel
 
     cfg = HLAConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=2, head_dim=8, value_dim=8, mlp_hidden=64,
@@ -34,9 +34,9 @@ def exports(tmp_path_factory):
     model = HLALanguageModel(cfg)
     d = tmp_path_factory.mktemp("trt-exports")
     return {
-        "fp32": export_onnx(model, d / "tiny.onnx"),
-        "fp16": export_onnx(model, d / "tiny_fp16.onnx", dtype="fp16"),
-        "standard": export_onnx(model, d / "tiny_std.onnx", op="standard"),
+        "fp32": export_onnx(model, None, d / "tiny.onnx"),
+        "fp16": export_onnx(model, None, d / "tiny_fp16.onnx", dtype="fp16"),
+        "standard": export_onnx(model, None, d / "tiny_std.onnx", op="standard"),
     }
 
 

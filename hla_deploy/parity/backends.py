@@ -133,8 +133,8 @@ class ParityContext:
         if key not in self._exported:
             out = self.workdir / f"model_{op}_{self.dtype}.onnx"
             try:
-                from exporters import export_onnx
-                self._exported[key] = Path(export_onnx(self.checkpoint, out, op=op, dtype=self.dtype))
+                from hla_deploy.exporters import export_onnx
+                self._exported[key] = Path(export_onnx(self.checkpoint, None, out, op=op, dtype=self.dtype))
             except Exception as exc:  # a real export failure: an error, not a skip
                 err = RuntimeError(f"export_onnx(op={op!r}, dtype={self.dtype!r}) failed: "
                                    f"{type(exc).__name__}: {exc}")
@@ -421,7 +421,7 @@ class TrtBackend(_SessionBackend):
         ok, why = _cuda_available()
         if not ok:
             raise BackendSkipped(why)
-        from exporters.tensorrt_engine import build_engine
+        from hla_deploy.exporters.tensorrt_engine import build_engine
         from hla_deploy.runtime import TrtHLASession
         path = ctx.onnx_path("custom")
         plan = ctx.workdir / f"{Path(path).stem}_b{ctx.max_batch}.plan"

@@ -83,7 +83,7 @@ class TrtHLASession(HLASessionBase):
         if not self.plugin_path.is_file():
             raise FileNotFoundError(f"TensorRT plugin library not found: {self.plugin_path}")
 
-        from exporters.tensorrt_engine import load_plugin_library
+        from hla_deploy.exporters.tensorrt_engine import load_plugin_library
 
         with torch.cuda.device(self.device):
             self._logger = trt.Logger(trt.Logger.WARNING)
