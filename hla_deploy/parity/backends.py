@@ -379,9 +379,10 @@ class OrtBackend(_SessionBackend):
         from hla_deploy.runtime import OrtHLASession
         path = ctx.onnx_path("custom")
         library = ctx.ort_library()
-        self.session = OrtHLASession(str(path), device=self.device, library=library)
+        # TF32 off: parity compares float32 results (the CUDA EP's MatMul is TF32 by default)
+        self.session = OrtHLASession(str(path), device=self.device, library=library, tf32=False)
         self.artifact = str(path)
-        self.description = (f"custom-op ONNX in OrtHLASession(device={self.device!r}), "
+        self.description = (f"custom-op ONNX in OrtHLASession(device={self.device!r}, tf32=False), "
                             f"{self.path_description()}, library {library}")
         self.prepare_common(ctx)
 

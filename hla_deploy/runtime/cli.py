@@ -1,4 +1,4 @@
-"""`hla-deploy generate MODEL --prompt TEXT --max-new-tokens N [--device cpu|cuda] ...`
+"""`hla-deploy generate MODEL --prompt TEXT --max-new-tokens N [--device cpu|cuda [--tf32]] ...`
 
 MODEL is an exported ``.onnx`` (ONNX Runtime + the custom-op library), a TensorRT ``.plan``
 (hla_deploy.runtime.trt_session.TrtHLASession) or a checkpoint directory (the torch reference
@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate, >= 1 (default 64)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="ONNX Runtime execution provider / torch device (default cpu)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="with --device cuda and an .onnx model: let the CUDA EP run MatMul in "
+                             "TF32 (faster, logits ~1e-3 off); default off, exact float32")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
@@ -35,6 +38,10 @@ def _generator(args):
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     kw = dict(temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    tf32 = bool(getattr(args, "tf32", False))
+    if tf32 and (args.device != "cuda" or path.suffix != ".onnx"):
+        raise ValueError("--tf32 applies only to an .onnx model with --device cuda (the ONNX Runtime "
+                         "CUDA EP's MatMul)")
     if path.is_dir():
         from hla_deploy.models import HLALanguageModel, generate
         if args.device == "cuda":
@@ -46,7 +53,7 @@ def _generator(args):
         return "torch", lambda ids, n: generate(model, ids, n, **kw)
     if path.suffix == ".onnx":
         from hla_deploy.runtime.ort_session import OrtHLASession
-        sess = OrtHLASession(path, device=args.device, library=args.library)
+        sess = OrtHLASession(path, device=args.device, library=args.library, tf32=tf32)
         return f"onnxruntime-{args.device}", lambda ids, n: sess.generate(ids, n, **kw)
     if path.suffix in (".plan", ".engine", ".trt"):
         try:

@@ -13,6 +13,14 @@ logits [B, T, V] float32, state_out [L, B, H, N] float32.
 prefill/step keep the recurrent state ON THE DEVICE between calls with IOBinding: two
 pre-allocated OrtValues take turns as `state` (input) and `state_out` (output), so no state
 bytes cross to the host during decoding. Only input_ids go in and logits come out.
+
+TF32 (device="cuda" only): ONNX Runtime's CUDA EP runs MatMul/Gemm in TF32 (10-bit mantissa) on
+Ampere and newer unless its provider option ``use_tf32`` is "0". On the shipped demo model that
+moves the logits by 9.1e-4 relative RMS from the CPU EP's (5.7e-7 with TF32 off, H200,
+onnxruntime-gpu 1.31.1). Exactness against the trained model is what this toolkit promises, so
+``tf32=False`` is the default: the session passes ``use_tf32="0"``. ``tf32=True`` passes "1" for
+the faster, less exact matmuls (opt in: ``hla-deploy generate --device cuda --tf32``). The
+HLARecurrentStep op itself never uses TF32 (float32 FMA kernels, plugins/common).
 """
 from __future__ import annotations
 
@@ -32,14 +40,22 @@ from .session_base import HLASessionBase
 KNOWN_CONTRACT_VERSIONS = (str(OP_CONTRACT_VERSION),)
 
 
+def cuda_provider_options(device_id: int = 0, tf32: bool = False) -> Dict[str, str]:
+    """CUDAExecutionProvider options of an OrtHLASession: the device and ``use_tf32`` "0"/"1"
+    (see the module docstring for why TF32 is off unless asked for)."""
+    return {"device_id": str(int(device_id)), "use_tf32": "1" if tf32 else "0"}
+
+
 class OrtHLASession(HLASessionBase):
     """ONNX Runtime session over an exported hla-deploy model (see module docstring).
 
-    Input checks, reset/prefill/step bookkeeping and generate come from HLASessionBase."""
+    device "cpu" | "cuda"; device_id the CUDA device; tf32 (cuda only, default False) lets the
+    CUDA EP run MatMul in TF32. Input checks, reset/prefill/step bookkeeping and generate come
+    from HLASessionBase."""
 
     def __init__(self, onnx_path: Union[str, Path], device: str = "cpu",
                  library: Optional[Union[str, Path]] = None, *, device_id: int = 0,
-                 intra_op_num_threads: Optional[int] = None):
+                 intra_op_num_threads: Optional[int] = None, tf32: bool = False):
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
@@ -49,8 +65,14 @@ class OrtHLASession(HLASessionBase):
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if not isinstance(tf32, bool):
+            raise TypeError(f"tf32 must be True or False, got {tf32!r}")
+        if tf32 and device != "cuda":
+            raise ValueError("tf32=True applies only to device='cuda' (the CUDA EP's MatMul); "
+                             f"got device={device!r}")
         self.device = device
         self.device_id = int(device_id)
+        self.tf32 = tf32
 
         if library is None:
             from hla_deploy.plugins import ort_library_path
@@ -77,7 +99,8 @@ class OrtHLASession(HLASessionBase):
                 raise RuntimeError(
                     f"device='cuda' needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
                     f"({ort.__version__}) offers only {available}; install onnxruntime-gpu, or use device='cpu'")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device_id}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", cuda_provider_options(self.device_id, tf32)),
+                         "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         try:
