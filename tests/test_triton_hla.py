@@ -54,11 +54,11 @@ def _decay(dec):
     return list(dec) if isinstance(dec, tuple) else dec
 
 
-def _inputs(B, T, H, d, dv, normalize, seed, dtype, T0=9):
+def _inputs(B, T, H, d, dv, normalize, seed, dtype, T0=9, scale=1.5):
     """q, k, v (CPU float64, rounded through dtype) and a reachable initial state (the reference's
     state after T0 random tokens), float32. normalize: positive q, k keep q·n away from 0."""
     g = torch.Generator().manual_seed(seed)
-    q, k, v = make_qkv(B, T + T0, H, d, dv, generator=g, l2norm=True, scale=1.5)
+    q, k, v = make_qkv(B, T + T0, H, d, dv, generator=g, l2norm=True, scale=scale)
     if normalize:
         q, k = q.abs(), k.abs()
     q, k, v = (x.to(dtype).to(torch.float64) for x in (q, k, v))
@@ -66,9 +66,9 @@ def _inputs(B, T, H, d, dv, normalize, seed, dtype, T0=9):
 
 
 def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=None, with_state=True,
-             variant="hla2"):
+             variant="hla2", scale=1.5, stats=None):
     """Run Triton and the float64 reference, forward and backward; return relative RMS errors."""
-    q, k, v, pre = _inputs(B, T, H, d, dv, normalize, seed, dtype)
+    q, k, v, pre = _inputs(B, T, H, d, dv, normalize, seed, dtype, scale=scale)
     decay = _decay(dec)
     if with_state:
         _, s0 = ref_hla(*pre, variant, decay, normalize, 1e-6, ridge)
@@ -92,6 +92,8 @@ def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=No
     assert st.dtype == torch.float32 and st.shape == (B, H, state_size(variant, d, dv, normalize, ridge))
     ((o.double() * w1.to(DEV)).sum() + (st.double() * w2.to(DEV)).sum()).backward()
     ro, rst = ro.detach(), rst.detach()
+    if stats is not None:
+        stats["state_absmax"] = float(rst.abs().max())   # the float64 reference's final state
     err = {"o": rel_rms(o.detach().cpu(), ro), "state": rel_rms(st.detach().cpu(), rst),
            "dq": rel_rms(tq.grad.cpu(), rq.grad), "dk": rel_rms(tk.grad.cpu(), rk.grad),
            "dv": rel_rms(tv.grad.cpu(), rv.grad)}
@@ -133,6 +135,20 @@ def test_model_head_dims(dtype, dec, norm, ridge):
     T = 130 if DEV == "cpu" else 1030
     err = _compare(1, T, 2, 64, 64, dtype, dec, norm, ridge, seed=3)
     assert max(err.values()) <= TOL[dtype], err
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.25])
+def test_float16_state_beyond_float16_range(ridge):
+    """Issue 12: fp16 inputs whose state outgrows float16 (max 65504). With decay 1 the state M
+    grows ~t^2; here (q, k of norm 6, T = 130, d = dv = 16) it reaches ~1e5, as M did at the
+    H200 failure's shape (d = dv = 64, T = 1030, norm 1.5). The kernels used to cast the state
+    tiles to float16 for the matrix products: inf, then NaN in o's normaliser and in dq. They
+    keep float32 operands for those products now (chunk_fwd._state_operand_dtype)."""
+    stats = {}
+    err = _compare(1, 130, 2, 16, 16, torch.float16, (0.99, 1.0), True, ridge, seed=3, scale=6.0,
+                   stats=stats)
+    assert stats["state_absmax"] > 2 * 65504, stats  # the test really leaves float16's range
+    assert max(err.values()) <= FP16_TOL, err
 
 
 def test_float32_without_initial_state():

@@ -19,7 +19,9 @@ Kd = diag(b) K, Z = W^T Vd, dZ = Kd dM', E = dC' + g^c S^T dM', A the forward's 
     dK  = dP^T Q + diag(b) K (dS' + dS'^T) + diag(b) Z dM'^T
     dV  = A^T dO + diag(b) (Q E + W dZ)
 
-State and accumulation float32; dq, dk, dv are written in the input dtype.
+State and accumulation float32; dq, dk, dv are written in the input dtype. Products with the
+state, its gradient or a product of them keep float32 operands for float16 inputs (they outgrow
+float16's range on long sequences: chunk_fwd._state_operand_dtype).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import triton.language as tl
 
 from .tile import load_tile, store_tile
 
-from .chunk_fwd import _prec
+from .chunk_fwd import _prec, _state_operand_dtype, _state_precision
 
 
 @triton.jit
@@ -44,6 +46,7 @@ def chunk_hla2_bwd_dh_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_C: tl.constexpr, USE_FINAL_GRAD: tl.constexpr, PREC: tl.constexpr,
+    SDT: tl.constexpr, SPREC: tl.constexpr,
 ):
     i_k, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -78,7 +81,7 @@ def chunk_hla2_bwd_dh_kernel(
         b_q = load_tile(q_base, i_t * BT, 0, T, K, H * K, BT, BD)      # [BT, BD]
         b_qr = load_tile(q_base, i_t * BT, i_k * BK, T, K, H * K, BT, BK)   # [BT, BK]
         b_v = load_tile(v_base, i_t * BT, 0, T, V, H * V, BT, BV)      # [BT, BV]
-        b_do = load_tile(do_base, i_t * BT, 0, T, V, H * V, BT, BV).to(DT)
+        b_do = load_tile(do_base, i_t * BT, 0, T, V, H * V, BT, BV).to(SDT)     # float32 with normalize
 
         c_len = tl.minimum(BT, T - i_t * BT)
         b_b = tl.where(o_i < c_len, tl.exp2(lg * tl.maximum(c_len - 1 - o_i, 0).to(tl.float32)), 0.0)
@@ -86,15 +89,15 @@ def chunk_hla2_bwd_dh_kernel(
 
         b_vd = (b_v.to(tl.float32) * b_b[:, None]).to(DT)
         b_x = tl.dot(tl.trans(b_q), b_vd, input_precision=PREC)                # [BD, BV]
-        b_g = (b_d1 * tl.dot(b_do, tl.trans(b_v), input_precision=PREC)).to(DT)   # [BT, BT]
-        b_qsr = (b_qr.to(tl.float32) * b_a1[:, None]).to(DT)                   # [BT, BK]
-        b_qg = tl.dot(tl.trans(b_qsr), b_g, input_precision=PREC)              # [BK, BT]
-        b_ds = gc * b_ds + gc * tl.dot(b_dm.to(DT), tl.trans(b_x).to(DT), input_precision=PREC) \
-            + tl.dot(b_qg.to(DT), b_q, input_precision=PREC)
+        b_g = (b_d1 * tl.dot(b_do, tl.trans(b_v.to(SDT)), input_precision=SPREC)).to(SDT)   # [BT, BT]
+        b_qsr = (b_qr.to(tl.float32) * b_a1[:, None]).to(SDT)                  # [BT, BK]
+        b_qg = tl.dot(tl.trans(b_qsr), b_g, input_precision=SPREC)              # [BK, BT]
+        b_ds = gc * b_ds + gc * tl.dot(b_dm.to(SDT), tl.trans(b_x).to(SDT), input_precision=SPREC) \
+            + tl.dot(b_qg.to(SDT), b_q.to(SDT), input_precision=SPREC)
         if HAS_C:
-            b_dc = gc * b_dc + lam * tl.dot(tl.trans(b_qsr), b_do, input_precision=PREC)
-        b_qs2r = (b_qr.to(tl.float32) * (b_a1 * b_a1)[:, None]).to(DT)
-        b_dm = gc * gc * b_dm + tl.dot(tl.trans(b_qs2r), b_do, input_precision=PREC)
+            b_dc = gc * b_dc + lam * tl.dot(tl.trans(b_qsr), b_do, input_precision=SPREC)
+        b_qs2r = (b_qr.to(tl.float32) * (b_a1 * b_a1)[:, None]).to(SDT)
+        b_dm = gc * gc * b_dm + tl.dot(tl.trans(b_qs2r), b_do, input_precision=SPREC)
 
     store_tile(ds0 + i_bh * K * K, b_ds, i_k * BK, 0, K, K, K, BK, BD)
     store_tile(dm0 + i_bh * K * V, b_dm, i_k * BK, 0, K, V, V, BK, BV)
@@ -113,7 +116,7 @@ def chunk_hla2_bwd_dqkv_kernel(
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
-    HAS_C: tl.constexpr, PREC: tl.constexpr,
+    HAS_C: tl.constexpr, PREC: tl.constexpr, SDT: tl.constexpr, SPREC: tl.constexpr,
 ):
     # value block i_v: columns [i_v*BV, +BV) of v, do, M, C, dM', dC'; dq, dk are linear in those
     # blocks, so each program writes its partial dq, dk (summed on the host when NV > 1)
@@ -137,66 +140,71 @@ def chunk_hla2_bwd_dqkv_kernel(
     b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
     b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
     b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
-    b_do = load_tile(do + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
+    b_dor = load_tile(do + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)      # float32 with normalize
     s_off = (i_bh * NT + i_t) * K * K
     m_off = (i_bh * NT + i_t) * K * V
-    b_s = load_tile(hs + s_off, 0, 0, K, K, K, BD, BD).to(DT)
-    b_m = load_tile(hm + m_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
+    # SDT: operand dtype of every product with the state, its gradient or a product of them
+    # (they grow with the sequence; float32 for float16 inputs, see chunk_fwd._state_operand_dtype)
+    b_s = load_tile(hs + s_off, 0, 0, K, K, K, BD, BD).to(SDT)
+    b_m = load_tile(hm + m_off, 0, i_v * BV, K, V, V, BD, BV).to(SDT)
     b_dsp = load_tile(dhs + s_off, 0, 0, K, K, K, BD, BD)
-    b_dmp = load_tile(dhm + m_off, 0, i_v * BV, K, V, V, BD, BV)
+    b_dmp = load_tile(dhm + m_off, 0, i_v * BV, K, V, V, BD, BV).to(SDT)
 
     b_a1c = b_a1[:, None]
-    b_qs = (b_q.to(tl.float32) * b_a1c).to(DT)                                 # diag(a1) Q
+    b_qx, b_kx, b_dox = b_q.to(SDT), b_k.to(SDT), b_dor.to(SDT)                # the same, as SDT operands
+    b_qs = (b_q.to(tl.float32) * b_a1c).to(SDT)                                # diag(a1) Q
     b_vd = (b_v.to(tl.float32) * b_b[:, None]).to(DT)                          # diag(b) V
-    b_kd = (b_k.to(tl.float32) * b_b[:, None]).to(DT)                          # diag(b) K
+    b_kd = (b_k.to(tl.float32) * b_b[:, None]).to(SDT)                         # diag(b) K
+    b_vdx = b_vd.to(SDT)
     b_p = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)                     # [BT, BT] Q K^T
     b_w = tl.where(m_ij, b_p, 0.0).to(DT)                                      # L ⊙ P
     b_wg = (b_d1 * b_p).to(DT)                                                 # D1 ⊙ P
-    b_qss = tl.dot(b_qs, b_s, input_precision=PREC).to(DT)                     # [BT, BD] Qs S
+    b_qss = tl.dot(b_qs, b_s, input_precision=SPREC).to(SDT)                    # [BT, BD] Qs S
 
     # forward intra matrix A (recomputed)
-    b_a = tl.dot(b_wg, tl.trans(b_w), input_precision=PREC) + tl.dot(b_qss, tl.trans(b_q), input_precision=PREC)
+    b_a = tl.dot(b_wg, tl.trans(b_w), input_precision=PREC) + tl.dot(b_qss, tl.trans(b_qx), input_precision=SPREC)
     # G = D1 ⊙ dO V^T
-    b_g = b_d1 * tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+    b_g = b_d1 * tl.dot(b_dox, tl.trans(b_v.to(SDT)), input_precision=SPREC)  # meets S, M: SDT
     if HAS_C:
         b_a += lam * tl.dot(b_q, tl.trans(b_q), input_precision=PREC)
-    b_a = (b_a * b_d1).to(DT)
+    b_a = (b_a * b_d1).to(SDT)
     b_gt = b_g.to(DT)
+    b_gx = b_g.to(SDT)
 
-    b_dz = tl.dot(b_kd, b_dmp.to(DT), input_precision=PREC)                    # [BT, BV] Kd dM'
+    b_dz = tl.dot(b_kd, b_dmp, input_precision=SPREC).to(SDT)                   # [BT, BV] Kd dM'
     b_z = tl.dot(tl.trans(b_w), b_vd, input_precision=PREC)                    # [BT, BV] W^T Vd
     b_dwg = tl.dot(b_gt, b_w, input_precision=PREC)                            # G W
     b_dw = tl.dot(tl.trans(b_gt), b_wg, input_precision=PREC) \
-        + tl.dot(b_vd, tl.trans(b_dz.to(DT)), input_precision=PREC)            # G^T Wg + Vd dZ^T
-    b_dp = (b_d1 * b_dwg + tl.where(m_ij, b_dw, 0.0)).to(DT)
+        + tl.dot(b_vdx, tl.trans(b_dz), input_precision=SPREC)                  # G^T Wg + Vd dZ^T
+    b_dp = (b_d1 * b_dwg + tl.where(m_ij, b_dw, 0.0)).to(SDT)
     # E = dC' + g^c S^T dM'   [BD, BV]
-    b_e = gc * tl.dot(tl.trans(b_s), b_dmp.to(DT), input_precision=PREC)
+    b_e = gc * tl.dot(tl.trans(b_s), b_dmp, input_precision=SPREC)
     if HAS_C:
         b_dcp = load_tile(dhc + m_off, 0, i_v * BV, K, V, V, BD, BV)
         b_e += b_dcp
-    b_e = b_e.to(DT)
+    b_e = b_e.to(SDT)
 
     # dQ
-    b_dq = tl.dot(b_dp, b_k, input_precision=PREC)
-    b_dq += (b_a1c * b_a1c) * tl.dot(b_do, tl.trans(b_m), input_precision=PREC)
-    b_qst = tl.dot(b_q, tl.trans(b_s), input_precision=PREC).to(DT)            # Q S^T
-    b_dq += b_a1c * tl.dot(b_gt, b_qst, input_precision=PREC)
-    b_dq += tl.dot(tl.trans(b_gt), b_qss, input_precision=PREC)
-    b_dq += tl.dot(b_vd, tl.trans(b_e), input_precision=PREC)
+    b_dq = tl.dot(b_dp, b_kx, input_precision=SPREC)
+    b_dq += (b_a1c * b_a1c) * tl.dot(b_dox, tl.trans(b_m), input_precision=SPREC)
+    b_qst = tl.dot(b_qx, tl.trans(b_s), input_precision=SPREC).to(SDT)          # Q S^T
+    b_dq += b_a1c * tl.dot(b_gx, b_qst, input_precision=SPREC)
+    b_dq += tl.dot(tl.trans(b_gx), b_qss, input_precision=SPREC)
+    b_dq += tl.dot(b_vdx, tl.trans(b_e), input_precision=SPREC)
     if HAS_C:
-        b_c = load_tile(hc + m_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
-        b_dq += lam * b_a1c * tl.dot(b_do, tl.trans(b_c), input_precision=PREC)
+        b_c = load_tile(hc + m_off, 0, i_v * BV, K, V, V, BD, BV).to(SDT)
+        b_dq += lam * b_a1c * tl.dot(b_dox, tl.trans(b_c), input_precision=SPREC)
         b_gsym = (b_g + tl.trans(b_g)).to(DT)
         b_dq += lam * tl.dot(b_gsym, b_q, input_precision=PREC)
     # dK
-    b_dk = tl.dot(tl.trans(b_dp), b_q, input_precision=PREC)
+    b_dk = tl.dot(tl.trans(b_dp), b_qx, input_precision=SPREC)
     if i_v == 0:
-        b_dsym = (b_dsp + tl.trans(b_dsp)).to(DT)
-        b_dk += tl.dot(b_kd, b_dsym, input_precision=PREC)
-    b_dk += b_b[:, None] * tl.dot(b_z.to(DT), tl.trans(b_dmp.to(DT)), input_precision=PREC)
+        b_dsym = (b_dsp + tl.trans(b_dsp)).to(SDT)
+        b_dk += tl.dot(b_kd, b_dsym, input_precision=SPREC)
+    b_dk += b_b[:, None] * tl.dot(b_z.to(SDT), tl.trans(b_dmp), input_precision=SPREC)
     # dV
-    b_dv = tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
-    b_dv += b_b[:, None] * (tl.dot(b_q, b_e, input_precision=PREC) + tl.dot(b_w, b_dz.to(DT), input_precision=PREC))
+    b_dv = tl.dot(tl.trans(b_a), b_dox, input_precision=SPREC)
+    b_dv += b_b[:, None] * (tl.dot(b_qx, b_e, input_precision=SPREC) + tl.dot(b_w.to(SDT), b_dz, input_precision=SPREC))
 
     part = i_v * B * T * H * K
     store_tile(dq + part + qk_off, b_dq, i_t * BT, 0, T, K, H * K, BT, BD)
@@ -228,7 +236,9 @@ def chunk_hla2_bwd_dh(q, v, do, gam, dst, dmt, dct, lam: float, chunk_size: int,
         (dct if (use_final and has_c) else dm0),
         dhs, dhm, dhc if has_c else dhm, ds0, dm0, dc0 if has_c else dm0, float(lam),
         T, H=H, K=K, V=V, BT=BT, BK=BK, BD=BD, BV=BV,
-        HAS_C=has_c, USE_FINAL_GRAD=use_final, PREC=_prec(q.dtype), num_warps=4, num_stages=2,
+        HAS_C=has_c, USE_FINAL_GRAD=use_final, PREC=_prec(q.dtype),
+        SDT=_state_operand_dtype(q.dtype), SPREC=_state_precision(q.dtype),
+        num_warps=4, num_stages=2,
     )
     return (dhs, dhm, dhc), (ds0, dm0, dc0)
 
@@ -240,8 +250,9 @@ def chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, hc, dhs, dhm, dhc, lam: float,
     BT = chunk_size
     NT = triton.cdiv(T, BT)
     BD = max(16, triton.next_power_of_2(K))
-    # value blocks of at most 64 (32 for float32 inputs) columns keep the kernel within shared memory
-    BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype != torch.float32 else 32)
+    # value blocks of at most 64 (32 for float32 inputs, and for float16 ones, whose state products
+    # have float32 operands too) columns keep the kernel within shared memory
+    BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype == torch.bfloat16 else 32)
     NV = triton.cdiv(V, BV)
     if NV == 1:
         dq = torch.empty_like(q)
@@ -256,6 +267,7 @@ def chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, hc, dhs, dhm, dhc, lam: float,
         q, k, v, do, gam, hs, hm, hc if has_c else hm, dhs, dhm, dhc if has_c else dhm,
         dq, dk, dv, float(lam),
         T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, HAS_C=has_c, PREC=_prec(q.dtype),
+        SDT=_state_operand_dtype(q.dtype), SPREC=_state_precision(q.dtype),
         num_warps=8 if BD * BV >= 64 * 64 else 4, num_stages=1,
     )
     if NV > 1:

@@ -20,7 +20,9 @@ Two kernels, as fla's chunk_h / chunk_o:
 
 q, k [B, T, H, d], v [B, T, H, dvx]: float32, float16 or bfloat16 (contiguous). State and
 accumulation float32. float32 inputs use IEEE float32 dots; 16-bit inputs feed the tensor cores
-with operands in the input dtype (float32 accumulation).
+with operands in the input dtype (float32 accumulation), except that products with the state (or
+a product of it) keep float32 operands (IEEE products) for float16 inputs, whose range the state outgrows
+(`_state_operand_dtype`).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def chunk_hla2_fwd_h_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_C: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, SDT: tl.constexpr, SPREC: tl.constexpr,
 ):
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -90,7 +92,7 @@ def chunk_hla2_fwd_h_kernel(
         b_x = tl.dot(tl.trans(b_q), b_vd, input_precision=PREC)                # [BD, BV] Q^T diag(b) V
         b_z = tl.dot(tl.trans(b_w), b_vd, input_precision=PREC)                # [BT, BV] W^T diag(b) V
         b_kd = (b_kr.to(tl.float32) * b_b[:, None]).to(DT)                    # [BT, BK] diag(b) K rows
-        b_m = gc * gc * b_m + gc * tl.dot(b_s.to(DT), b_x.to(DT), input_precision=PREC) \
+        b_m = gc * gc * b_m + gc * tl.dot(b_s.to(SDT), b_x.to(SDT), input_precision=SPREC) \
             + tl.dot(tl.trans(b_kd), b_z.to(DT), input_precision=PREC)
         if HAS_C:
             b_qr = load_tile(q_base, i_t * BT, i_k * BK, T, K, H * K, BT, BK)
@@ -115,7 +117,7 @@ def chunk_hla2_fwd_o_kernel(
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
-    HAS_C: tl.constexpr, PREC: tl.constexpr,
+    HAS_C: tl.constexpr, PREC: tl.constexpr, SDT: tl.constexpr, SPREC: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -137,17 +139,18 @@ def chunk_hla2_fwd_o_kernel(
     b_p = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)                     # [BT, BT]
     b_w = tl.where(m_ij, b_p, 0.0).to(DT)                                      # L ⊙ P
     b_wg = (b_d1 * b_p).to(DT)                                                 # D1 ⊙ P
-    b_qs = (b_q.to(tl.float32) * b_a1[:, None]).to(DT)                         # diag(a1) Q
-    b_qss = tl.dot(b_qs, b_s.to(DT), input_precision=PREC)                     # [BT, BD]
+    b_qx = b_q.to(SDT)                                                         # Q as a state-product operand
+    b_qs = (b_q.to(tl.float32) * b_a1[:, None]).to(SDT)                        # diag(a1) Q
+    b_qss = tl.dot(b_qs, b_s.to(SDT), input_precision=SPREC)                    # [BT, BD] Qs S (grows with t)
     b_a = tl.dot(b_wg, tl.trans(b_w), input_precision=PREC)
-    b_a += tl.dot(b_qss.to(DT), tl.trans(b_q), input_precision=PREC)
-    b_o = tl.dot(b_q, b_m.to(DT), input_precision=PREC) * (b_a1 * b_a1)[:, None]
+    b_a += tl.dot(b_qss.to(SDT), tl.trans(b_qx), input_precision=SPREC)
+    b_o = tl.dot(b_qx, b_m.to(SDT), input_precision=SPREC) * (b_a1 * b_a1)[:, None]
     if HAS_C:
         b_a += lam * tl.dot(b_q, tl.trans(b_q), input_precision=PREC)
         b_c = load_tile(hc + (i_bh * NT + i_t) * K * V, 0, i_v * BV, K, V, V, BD, BV)
-        b_o += lam * b_a1[:, None] * tl.dot(b_q, b_c.to(DT), input_precision=PREC)
-    b_a = (b_a * b_d1).to(DT)
-    b_o += tl.dot(b_a, b_v, input_precision=PREC)
+        b_o += lam * b_a1[:, None] * tl.dot(b_qx, b_c.to(SDT), input_precision=SPREC)
+    b_a = (b_a * b_d1).to(SDT)                                                 # A holds Qs S Q^T
+    b_o += tl.dot(b_a, b_v.to(SDT), input_precision=SPREC)
     store_tile(o + (i_b * T * H + i_h) * V, b_o, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
 
 
@@ -157,6 +160,29 @@ FWD_H_BLOCKS = [32, 32]
 
 def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _state_operand_dtype(dtype: torch.dtype):
+    """Operand dtype (SDT) of the matrix products that involve the state or a product of it.
+
+    The state grows with the sequence: with decay 1, S and C ~ t and M ~ t^2 (M reached 1.2e5
+    at T = 1030, d = 64, normalize: its normaliser column). float16 tops out at 65504, so
+    casting those tiles to float16 for the tensor cores gave inf and then NaN (issue 12,
+    test_model_head_dims[f16-norm-ridge]). For float16 inputs these products therefore keep
+    float32 operands, multiplied in IEEE float32 (`_state_precision`).
+    bfloat16 has float32's range and keeps its own operands; float32 is float32 already."""
+    if dtype == torch.float16:
+        return tl.float32
+    return tl.bfloat16 if dtype == torch.bfloat16 else tl.float32
+
+
+def _state_precision(dtype: torch.dtype) -> str:
+    """input_precision (SPREC) of the products with SDT operands: IEEE float32 for float16 inputs.
+    Not TF32, whose 10-bit mantissa is float16's: at T = 1030 (d = 64, normalize, Triton
+    interpreter) the state in float32 but dO rounded to float16 before these products gave dq
+    9.4e-3 relative RMS off the float64 reference (large terms of the normaliser's gradient
+    cancel); float32 operands throughout give 3.3e-4. bfloat16: bf16 operands, as before."""
+    return "ieee" if dtype in (torch.float16, torch.float32) else _prec(dtype)
 
 
 def chunk_hla2_fwd_h(q, k, v, gam, s0, m0, c0, chunk_size: int, output_final_state: bool,
@@ -194,7 +220,8 @@ def chunk_hla2_fwd_h(q, k, v, gam, s0, m0, c0, chunk_size: int, output_final_sta
         st if st is not None else hs, mt if mt is not None else hm, ct if ct is not None else hm,
         T, H=H, K=K, V=V, BT=BT, BK=BK, BD=BD, BV=BV,
         HAS_C=has_c, USE_INITIAL_STATE=use_init, STORE_FINAL_STATE=output_final_state,
-        PREC=_prec(q.dtype), num_warps=num_warps, num_stages=2,
+        PREC=_prec(q.dtype), SDT=_state_operand_dtype(q.dtype), SPREC=_state_precision(q.dtype),
+        num_warps=num_warps, num_stages=2,
     )
     return hs, hm, (hc if has_c else None), (st, mt, ct)
 
@@ -213,6 +240,6 @@ def chunk_hla2_fwd_o(q, k, v, gam, hs, hm, hc, lam: float, chunk_size: int,
     chunk_hla2_fwd_o_kernel[grid](
         q, k, v, gam, hs, hm, hc if hc is not None else hm, o, float(lam),
         T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, HAS_C=hc is not None, PREC=_prec(q.dtype),
-        num_warps=4, num_stages=2,
+        SDT=_state_operand_dtype(q.dtype), SPREC=_state_precision(q.dtype), num_warps=4, num_stages=2,
     )
     return o
