@@ -1,6 +1,8 @@
 """Prefill benchmark of the hla2 Triton kernels against causal SDPA and the torch chunk form.
 
     PYTHONPATH=. python benchmarks/bench_prefill.py [--T 2048 8192] [--out bench.json]
+    python benchmarks/bench_prefill.py --smoke     # tiny shapes, seconds; the CPU when no GPU
+
 
 B=4, H=8, d=dv=64, bfloat16 on one CUDA GPU (defaults). For each T prints one JSON object:
 median times (ms, triton.testing.do_bench) of
@@ -13,14 +15,41 @@ median times (ms, triton.testing.do_bench) of
   float32 inside, autograd for the backward);
 and the ratios of the Triton times to both, plus a check of the Triton output against the
 chunk form (relative RMS). Everything is measured in the same process, side by side.
+The last stdout line is one JSON object {"benchmark": "bench_prefill", "smoke": ..., "results":
+[one object per T]}.
+
+--smoke: B=1, H=2, d=16, T=64, float32, few repetitions. Without a GPU it runs on the CPU with
+the kernels under the Triton interpreter (TRITON_INTERPRET=1, set before Triton is imported)
+and wall-clock medians instead of triton.testing.do_bench: it checks that the benchmark runs
+(numbers are not GPU timings). Without a GPU and without --smoke it prints
+{"benchmark": "bench_prefill", "skipped": reason} and exits 0.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
+import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # hla_deploy without installing
+NAME = "bench_prefill"
+
+
+def wall_bench(fn, warmup: int = 1, rep: int = 3) -> float:
+    """Median wall-clock ms of fn() (CPU smoke runs; do_bench needs CUDA)."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(rep):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
 
 
 def main(argv=None) -> int:
@@ -35,12 +64,29 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON list here")
     ap.add_argument("--sweep", action="store_true",
                     help="first time the state-scan kernel for several (block_k, block_v) and use the fastest")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny shapes (B=1, H=2, d=16, T=64, float32), seconds; the CPU under the "
+                         "Triton interpreter when there is no GPU")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": "needs a CUDA GPU"}))
-        return 1
+    cuda = torch.cuda.is_available()
+    if args.smoke:
+        args.B, args.H, args.d, args.T, args.dtype = 1, 2, 16, [64], "float32"
+        if not cuda:
+            os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+    if not cuda and not args.smoke:
+        print(json.dumps({"benchmark": NAME, "skipped": "needs a CUDA GPU (torch.cuda.is_available() "
+                          "is False); --smoke runs it on the CPU under the Triton interpreter"}))
+        return 0
     import triton
-    from triton.testing import do_bench
+    dev = "cuda" if cuda else "cpu"
+    if cuda and not args.smoke:
+        from triton.testing import do_bench
+        bench = lambda fn: do_bench(fn, warmup=25, rep=100, return_mode="median")  # noqa: E731
+    elif cuda:
+        from triton.testing import do_bench
+        bench = lambda fn: do_bench(fn, warmup=2, rep=5, return_mode="median")  # noqa: E731
+    else:
+        bench = wall_bench
 
     from hla_deploy.ops import hla_attention
     from hla_deploy.ops.triton import hla_attention_triton
@@ -50,22 +96,21 @@ def main(argv=None) -> int:
 
     dt = getattr(torch, args.dtype)
     B, H, d = args.B, args.H, args.d
-    bench = lambda fn: do_bench(fn, warmup=25, rep=100, return_mode="median")  # noqa: E731
     results = []
     for T in args.T:
         torch.manual_seed(T)
-        q = (torch.randn(B, T, H, d, device="cuda") / d ** 0.5).to(dt)
-        k = (torch.randn(B, T, H, d, device="cuda") / d ** 0.5).to(dt)
-        v = torch.randn(B, T, H, d, device="cuda").to(dt)
-        do = torch.randn(B, T, H, d, device="cuda").to(dt)
+        q = (torch.randn(B, T, H, d, device=dev) / d ** 0.5).to(dt)
+        k = (torch.randn(B, T, H, d, device=dev) / d ** 0.5).to(dt)
+        v = torch.randn(B, T, H, d, device=dev).to(dt)
+        do = torch.randn(B, T, H, d, device=dev).to(dt)
         r = {"B": B, "T": T, "H": H, "d": d, "dv": d, "dtype": args.dtype, "decay": args.decay,
-             "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-             "triton": triton.__version__}
+             "device": torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)",
+             "torch": torch.__version__, "triton": triton.__version__}
 
         def tri_fwd():
             return hla_attention_triton(q, k, v, "hla2", args.decay, False, 1e-6, 0.0, None, True)
 
-        gam = decay_vector(args.decay, H, q.device)
+        gam = decay_vector([args.decay] * H, q.device)            # [H] float32
         cs = default_chunk_size(T)
         if args.sweep:
             from hla_deploy.ops.triton import chunk_fwd
@@ -124,12 +169,14 @@ def main(argv=None) -> int:
         r["fwd_time_ratio_to_sdpa"] = r["triton_fwd_ms"] / r["sdpa_fwd_ms"]
         r["fwd_bwd_time_ratio_to_sdpa"] = r["triton_fwd_bwd_ms"] / r["sdpa_fwd_bwd_ms"]
         results.append(r)
-        print(json.dumps(r), flush=True)
-        torch.cuda.empty_cache()
+        if not args.smoke:
+            print(json.dumps(r), flush=True)
+        if cuda:
+            torch.cuda.empty_cache()
+    print(json.dumps({"benchmark": NAME, "smoke": args.smoke, "results": results}), flush=True)
     if args.out:
         with open(args.out + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
-        import os
         os.replace(args.out + ".tmp", args.out)
     return 0
 
