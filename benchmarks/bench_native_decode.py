@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/bench_native_decode.py            # CPU  (B=16, H=16)
     PYTHONPATH=. python benchmarks/bench_native_decode.py --gpu      # CUDA (B=64, H=8)
+    python benchmarks/bench_native_decode.py --smoke                 # tiny CPU run, seconds
 
 One decode step (T=1) of one layer, hla2, d=dv=64, decay 0.95, float32 state. L layers with
 distinct state buffers are stepped in turn, so the states do not sit in cache between steps
@@ -19,6 +20,10 @@ of the same layer (as in a real model); times are per layer. Printed as one JSON
 - prefill:     T=128 tokens through the native kernel (token loop) and the torch chunk form
                (hla_attention(backend="chunk")), tokens/s (GPU: eager launches, CUDA events).
 Other variants (ahla, hla3) and bfloat16 activations are timed for the native kernel too.
+The JSON object is printed on ONE line, the last of stdout ("benchmark": "bench_native_decode").
+--smoke: the CPU path at B=2, H=2, 2 layers, 2 repetitions, an 8 MiB bandwidth copy and a
+prefill of T=16 over 2 heads (checks that it runs; --gpu --smoke: the GPU path at B=2, H=2,
+or a "skipped" line and exit 0 without a GPU).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+NAME = "bench_native_decode"
 
 
 def load_capi(cuda: bool):
@@ -78,7 +84,7 @@ def bench_cpu(args, capi):
     o = np.empty((B, 1, H, dv), np.float32)
 
     # copy bandwidth (read + written bytes): the best of numpy (one thread) and torch (all threads)
-    src = np.ones(64 * 2 ** 20, np.float32)  # 256 MB
+    src = np.ones((2 if args.smoke else 64) * 2 ** 20, np.float32)  # 256 MB (smoke: 8 MB)
     dst = np.empty_like(src)
     ts, td = torch.from_numpy(src), torch.from_numpy(dst)
     t_np = median_time(lambda: np.copyto(dst, src), 7, best=True)
@@ -154,7 +160,7 @@ def bench_cpu(args, capi):
     res["decode_bf16_hla2_native_ms"] = median_time(bstep, args.reps, inner=L) * 1e3
 
     # prefill T=128, B=1, H=16: native token loop vs the torch chunk form
-    T, Bp, Hp = 128, 1, 16
+    T, Bp, Hp = (16, 1, 2) if args.smoke else (128, 1, 16)
     qp = torch.randn(Bp, T, Hp, d) / 8
     kp = torch.randn(Bp, T, Hp, d) / 8
     vp = torch.randn(Bp, T, Hp, dv)
@@ -166,7 +172,7 @@ def bench_cpu(args, capi):
     o_nat, _ = capi.forward_cpu(qn, kn, vn, stp, variant="hla2", decay=[g])
     o_chk, _ = hla_attention(qp, kp, vp, variant="hla2", decay=g, backend="chunk")
     flops = 2 * Bp * Hp * T * (2 * d * d + 2 * d * dv)  # multiply-adds x2 of the token loop
-    res["prefill_T128_B1_H16"] = {
+    res["prefill"] = {"T": T, "B": Bp, "H": Hp,
         "native_ms": t_nat_p * 1e3, "chunk_backend_ms": t_chunk * 1e3,
         "native_tokens_per_s": Bp * T / t_nat_p, "native_GFLOPs": flops / t_nat_p / 1e9,
         "native_over_chunk_speedup": t_chunk / t_nat_p,
@@ -228,7 +234,7 @@ def bench_gpu(args, capi):
     # copy bandwidth, read + written bytes: device-to-device copies of 0.25, 1 and 4 GB (CUDA
     # graph); the floor uses the fastest.
     copy = {}
-    for gb in (0.25, 1, 4):
+    for gb in ((0.25,) if args.smoke else (0.25, 1, 4)):
         a = torch.empty(int(gb * 2 ** 28), device=dev)
         b = torch.empty_like(a)
         t_copy = graph_time(lambda: b.copy_(a), replays=10)
@@ -274,7 +280,7 @@ def bench_gpu(args, capi):
 
     # prefill T=128 (token-serial kernel, state in shared memory) vs the torch chunk form
     from hla_deploy.ops import hla_attention
-    T = 128
+    T = 16 if args.smoke else 128
     qp = (torch.randn(B, T, H, d, device=dev) / 8)
     kp = (torch.randn(B, T, H, d, device=dev) / 8)
     vp = torch.randn(B, T, H, dv, device=dev)
@@ -287,7 +293,7 @@ def bench_gpu(args, capi):
     t_chunk = event_time(lambda: hla_attention(qp, kp, vp, variant="hla2", decay=g,
                                                output_final_state=True, backend="chunk"))
     o_chk, _ = hla_attention(qp, kp, vp, variant="hla2", decay=g, backend="chunk")
-    res["prefill_T128"] = {"native_ms": t_nat_p * 1e3, "chunk_backend_graph_ms": t_chunk * 1e3,
+    res["prefill"] = {"T": T,"native_ms": t_nat_p * 1e3, "chunk_backend_graph_ms": t_chunk * 1e3,
                            "native_tokens_per_s": B * T / t_nat_p,
                            "native_over_chunk_speedup": t_chunk / t_nat_p,
                            "rel_rms_native_vs_chunk": float((op - o_chk).norm() / o_chk.norm())}
@@ -303,10 +309,22 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--lib", default=None, help="prebuilt libhla_kernels_capi.so")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, seconds (checks that it runs)")
     ap.add_argument("--probe", action="store_true",
                     help="--gpu only: 3 eager hla2 decode launches on distinct states, then exit "
                          "(to profile one launch with ncu)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.B, args.H, args.layers, args.reps = args.B or 2, args.H or 2, 2, 2
+    if args.gpu:
+        import torch
+        if not torch.cuda.is_available():
+            if args.smoke:
+                print(json.dumps({"benchmark": NAME, "skipped": "--gpu needs a CUDA GPU "
+                                  "(torch.cuda.is_available() is False)"}))
+                return 0
+            print(json.dumps({"benchmark": NAME, "error": "--gpu needs a CUDA GPU"}))
+            return 1
     if args.lib:
         spec = importlib.util.spec_from_file_location("hla_capi", ROOT / "plugins" / "common" / "hla_capi.py")
         mod = importlib.util.module_from_spec(spec)
@@ -316,9 +334,6 @@ def main(argv=None) -> int:
         capi = load_capi(cuda=args.gpu)
     if args.gpu:
         import torch
-        if not torch.cuda.is_available():
-            print(json.dumps({"error": "--gpu needs a CUDA GPU"}))
-            return 1
         if args.probe:
             B, H, d = args.B or 64, args.H or 8, 64
             q = torch.randn(B, 1, H, d, device="cuda") / 8
@@ -331,9 +346,10 @@ def main(argv=None) -> int:
         res = bench_gpu(args, capi)
     else:
         res = bench_cpu(args, capi)
+    res = {"benchmark": NAME, "smoke": args.smoke, **res}
     res["command"] = "python benchmarks/bench_native_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res))  # one line: the last of stdout
     if args.out:
         tmp = Path(args.out).with_suffix(".tmp")
         tmp.write_text(text)
