@@ -18,11 +18,22 @@ about M minutes (printed, and recorded in metrics.json as `steps`): the run is t
 one with that `--steps` value. `--hard-stop-min` ends training early (with a checkpoint) as a
 safety net.
 
+Presets (`--preset NAME` sets defaults; explicit flags still win):
+    demo-triton   the shipped demo, trained with the Triton kernels on one CUDA GPU: d_model 256,
+                  6 blocks of 4 hla2 heads (d = dv = 64), MLP 768 (5.1M parameters, a 20 MB
+                  float32 checkpoint), batch 32 x 512 bytes, --device cuda --attn-backend triton.
+
+Every run writes TRAINING_RUN.md (also into --export-dir): the command, seed, data and split,
+the loss curve, validation loss, training tokens/s, checkpoint size and greedy samples from
+--card-prompts, the facts a model card needs.
+
 Examples (from the repo root):
     PYTHONPATH=. python examples/train_tiny_lm.py --device cpu --steps 200 --d-model 64 --n-layers 2 \\
         --n-heads 2 --head-dim 32 --value-dim 32 --mlp-hidden 128 --out runs/tiny-cpu
     PYTHONPATH=. python examples/train_tiny_lm.py --device cuda --attn-backend chunk \\
         --time-budget-min 3 --export-dir hla_deploy/checkpoints/tiny-pystdlib
+    PYTHONPATH=. python examples/train_tiny_lm.py --preset demo-triton --time-budget-min 20 \
+        --hard-stop-min 26 --seed 0 --out /tmp/run --export-dir hla_deploy/checkpoints/tiny-pystdlib
     PYTHONPATH=. python examples/train_tiny_lm.py --plot-from runs/x/metrics.json runs/x/loss_curve.png
 """
 from __future__ import annotations
@@ -44,6 +55,13 @@ from hla_deploy.models import HLAConfig, HLALanguageModel, generate, geometric_d
 from hla_deploy.models.checkpoint import load_checkpoint
 
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__", "idle_test"}
+
+PRESETS = {
+    "demo-triton": dict(d_model=256, n_layers=6, n_heads=4, head_dim=64, value_dim=64, mlp_hidden=768,
+                        decay_lo=0.9, decay_hi=0.995, device="cuda", attn_backend="triton", batch=32,
+                        seq_len=512, eval_every=250, log_every=50),
+}
+CARD_PROMPTS = ["import os\n", "class Foo:", "def fib(n):"]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -201,10 +219,46 @@ def plot_loss_curve(metrics: dict, path: Path) -> bool:
     return True
 
 
+def write_training_run(path: Path, m: dict) -> None:
+    """TRAINING_RUN.md: the facts of this run a model card needs (written atomically)."""
+    d, c = m["data"], m["config"]
+    fence = "`" * 3
+    lines = [
+        f"# Training run: {m['title']}", "",
+        "| | |", "| --- | --- |",
+        f"| command | `python3 examples/train_tiny_lm.py {' '.join(m['argv'])}` |",
+        f"| seed | {m['seed']} |",
+        f"| device, attention backend | {m['device']}, `{m['attn_backend']}` |",
+        f"| model | {c['variant']}, d_model {c['d_model']}, {c['n_layers']} blocks, {c['n_heads']} heads "
+        f"(d {c['head_dim']}, dv {c['value_dim']}), MLP {c['mlp_hidden']}, decay {c['decay']} |",
+        f"| parameters, checkpoint | {m['parameters']:,}; model.safetensors {m['checkpoint_bytes'] / 2**20:.2f} MiB |",
+        f"| data | {d['files']} .py files under {d['root']} (Python {d['python']}), excluded folders "
+        f"{', '.join(d['excluded_dirs'])} |",
+        f"| split | every {d['val_every']}-th file held out: {d['val_files']} files ({d['val_bytes']:,} bytes), "
+        f"e.g. {', '.join(d['val_file_examples'][:3])}; training {d['train_files']} files ({d['train_bytes']:,} bytes) |",
+        f"| steps, batch | {m['final_step']} of {m['steps']}, {m['batch']} x {m['seq_len']} bytes, lr {m['lr']} |",
+        f"| training time, speed | {m['train_seconds']:.0f} s, **{m['train_tokens_per_s']:,.0f} tokens/s** "
+        f"({m['train_tokens_this_run']:,} tokens this run) |",
+        f"| held-out loss | **{m['final_val_loss']:.4f} nats/byte** (byte unigram {m['unigram_val_ce']:.3f}) |",
+        "", "Validation loss by step: " + ", ".join(f"{s}: {v:.3f}" for s, v in m["val"]) +
+        " (`loss_curve.png`, `metrics.json`).", "", "## Greedy samples", ""]
+    for prompt, r in m.get("card_samples_greedy", {}).items():
+        lines += [f"Prompt {prompt!r} (whitespace {100 * r['whitespace_fraction']:.0f}% of the new bytes):", "",
+                  fence, r["text"], fence, ""]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------------------------------ main
 def parse_args(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    preset = pre.parse_known_args(argv)[0].preset
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named configuration (module docstring); explicit flags override it")
     p.add_argument("--out", default="runs/tiny-pystdlib", help="run directory (checkpoints, metrics, PNG)")
     p.add_argument("--export-dir", default=None, help="also write the final model (+ metrics.json, "
                    "loss_curve.png) here")
@@ -242,9 +296,15 @@ def parse_args(argv=None):
     p.add_argument("--decay-hi", type=float, default=0.99, help="decay of the last head")
     p.add_argument("--sample-prompt", default="def ")
     p.add_argument("--sample-tokens", type=int, default=200, help="length of the final samples")
+    p.add_argument("--card-prompts", nargs="*", default=CARD_PROMPTS,
+                   help="prompts of the greedy samples in TRAINING_RUN.md (\\n escapes allowed)")
     p.add_argument("--plot-from", nargs=2, metavar=("METRICS_JSON", "OUT_PNG"), default=None,
                    help="only draw the loss curve of an earlier run and exit")
-    return p.parse_args(argv)
+    if preset:
+        p.set_defaults(**PRESETS[preset])
+    args = p.parse_args(argv)
+    args.card_prompts = [x.encode().decode("unicode_escape") for x in args.card_prompts]
+    return args
 
 
 def build_config(args) -> HLAConfig:
@@ -304,6 +364,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if args.attn_backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("--attn-backend triton needs --device cuda (or TRITON_INTERPRET=1 for the "
+                         "Triton CPU interpreter, tiny runs only)")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -353,7 +416,8 @@ def main(argv=None) -> int:
     metrics.update({"config": model.config.to_dict(), "steps": args.steps, "batch": args.batch,
                     "seq_len": args.seq_len, "lr": args.lr, "seed": args.seed,
                     "device": str(device), "attn_backend": args.attn_backend,
-                    "parameters": model.num_parameters(), "argv": sys.argv[1:],
+                    "parameters": model.num_parameters(),
+                    "argv": list(argv) if argv is not None else sys.argv[1:],
                     "title": f"HLA {model.config.variant} byte LM, {model.num_parameters() / 1e6:.2f}M params"})
     print(f"model: {model.num_parameters()} parameters, {model.config}", flush=True)
 
@@ -396,6 +460,8 @@ def main(argv=None) -> int:
     if bar:
         bar.close()
     metrics["train_seconds"] = time.perf_counter() - t_train
+    metrics["train_tokens_this_run"] = (step - start_step) * args.batch * args.seq_len
+    metrics["train_tokens_per_s"] = metrics["train_tokens_this_run"] / max(metrics["train_seconds"], 1e-9)
     metrics["final_step"] = step
     metrics["stopped_early"] = stopped_early
     metrics["final_val_loss"] = metrics["val"][-1][1] if metrics["val"] else None
@@ -405,14 +471,24 @@ def main(argv=None) -> int:
     greedy = tokenizer.decode(generate(model, tokenizer.encode(args.sample_prompt), args.sample_tokens))
     metrics["sample_t0.8_k40"] = args.sample_prompt + sample
     metrics["sample_greedy"] = args.sample_prompt + greedy
+    metrics["card_samples_greedy"] = {}
+    for prompt in args.card_prompts:
+        ids = generate(model, tokenizer.encode(prompt), args.sample_tokens)
+        metrics["card_samples_greedy"][prompt] = {
+            "text": prompt + tokenizer.decode(ids),
+            "whitespace_fraction": sum(1 for t in ids if t in (9, 10, 13, 32)) / max(1, len(ids))}
     print("---- sample (temperature 0.8, top_k 40) ----\n" + args.sample_prompt + sample + "\n----", flush=True)
     write_json_atomic(out / "metrics.json", metrics)
     plot_loss_curve(metrics, out / "loss_curve.png")
     model.save(out / "final")
+    metrics["checkpoint_bytes"] = (out / "final" / "model.safetensors").stat().st_size
+    write_json_atomic(out / "metrics.json", metrics)
+    write_training_run(out / "TRAINING_RUN.md", metrics)
     if args.export_dir:
         exp = Path(args.export_dir)
         model.to("cpu").save(exp)
         write_json_atomic(exp / "metrics.json", metrics)
+        write_training_run(exp / "TRAINING_RUN.md", metrics)
         if (out / "loss_curve.png").is_file():
             shutil.copyfile(out / "loss_curve.png", exp / "loss_curve.png")
     print(f"done: step {step}, final val loss {metrics['final_val_loss']:.4f} nats/byte "
