@@ -18,6 +18,9 @@ Backward, (dP', dE') = gradient of the state after the chunk:
 Every term is separable over value columns, so all kernels split the value dim into blocks;
 dq, dk are partial sums over value blocks (summed on the host when there are several).
 normalize: a value column of ones (mK, n are P, E for v ≡ 1), as for hla2.
+float16 inputs: P ~ t and E ~ t^2 outgrow float16 (65504) on long sequences, and nearly every
+product here involves them, so the kernels upcast q, k, v, dO to float32 and multiply in IEEE
+float32 (chunk_fwd._state_operand_dtype / _state_precision); bfloat16 and float32 as before.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _prec
+from .chunk_fwd import _state_operand_dtype, _state_precision
 from .tile import load_tile, store_tile
 
 
@@ -50,11 +53,12 @@ def chunk_ahla_fwd_h_kernel(
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, PREC: tl.constexpr,
+    SDT: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = q.dtype.element_ty
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     b_p = tl.zeros([BD, BV], dtype=tl.float32)
     b_e = tl.zeros([BD, BV], dtype=tl.float32)
@@ -67,9 +71,9 @@ def chunk_ahla_fwd_h_kernel(
         s_off = (i_bh * NT + i_t) * K * V
         store_tile(hp + s_off, b_p, 0, i_v * BV, K, V, V, BD, BV)
         store_tile(he + s_off, b_e, 0, i_v * BV, K, V, V, BD, BV)
-        b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-        b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-        b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
+        b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+        b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+        b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
         b_d1, b_a1, b_b, gc = _decays(lg, i_t, T, BT)
         b_wg = (b_d1 * tl.dot(b_q, tl.trans(b_k), input_precision=PREC)).to(DT)
         b_r = b_a1[:, None] * tl.dot(b_q, b_p.to(DT), input_precision=PREC) \
@@ -87,18 +91,19 @@ def chunk_ahla_fwd_o_kernel(
     q, k, v, gam, hp, he, o,
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    SDT: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = q.dtype.element_ty
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     qk_off = (i_b * T * H + i_h) * K
     v_off = (i_b * T * H + i_h) * V
     s_off = (i_bh * NT + i_t) * K * V
-    b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-    b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
+    b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+    b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
     b_p = load_tile(hp + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
     b_e = load_tile(he + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
     b_d1, b_a1, b_b, gc = _decays(lg, i_t, T, BT)
@@ -117,11 +122,12 @@ def chunk_ahla_bwd_dh_kernel(
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     USE_FINAL_GRAD: tl.constexpr, PREC: tl.constexpr,
+    SDT: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = q.dtype.element_ty
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     b_dp = tl.zeros([BD, BV], dtype=tl.float32)
     b_de = tl.zeros([BD, BV], dtype=tl.float32)
@@ -135,8 +141,8 @@ def chunk_ahla_bwd_dh_kernel(
         s_off = (i_bh * NT + i_t) * K * V
         store_tile(dhp + s_off, b_dp, 0, i_v * BV, K, V, V, BD, BV)
         store_tile(dhe + s_off, b_de, 0, i_v * BV, K, V, V, BD, BV)
-        b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-        b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
+        b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+        b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
         b_do = load_tile(do + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
         b_d1, b_a1, b_b, gc = _decays(lg, i_t, T, BT)
         b_wg = (b_d1 * tl.dot(b_q, tl.trans(b_k), input_precision=PREC)).to(DT)
@@ -156,19 +162,20 @@ def chunk_ahla_bwd_dqkv_kernel(
     dq, dk, dv,                   # [NV, B, T, H, K] x2 (partials), [B, T, H, V]
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    SDT: tl.constexpr,
 ):
     i_t, i_bh, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     B = tl.num_programs(1) // H
-    DT = q.dtype.element_ty
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     qk_off = (i_b * T * H + i_h) * K
     v_off = (i_b * T * H + i_h) * V
     s_off = (i_bh * NT + i_t) * K * V
-    b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-    b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD)
-    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
+    b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+    b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
+    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
     b_do = load_tile(do + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
     b_p = load_tile(hp + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
     b_e = load_tile(he + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
@@ -200,7 +207,8 @@ def chunk_ahla_bwd_dqkv_kernel(
 def _blocks(q, v):
     K, V = q.shape[-1], v.shape[-1]
     BD = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype != torch.float32 else 32)
+    # float16 inputs compute with float32 operands (the state outgrows float16): as float32
+    BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype == torch.bfloat16 else 32)
     return BD, BV, triton.cdiv(V, BV)
 
 
@@ -217,14 +225,14 @@ def chunk_ahla_fwd(q, k, v, gam, p0, e0, chunk_size: int, output_final_state: bo
     pt = torch.empty(B * H, K, V, **f32) if output_final_state else hp
     et = torch.empty(B * H, K, V, **f32) if output_final_state else he
     use_init = p0 is not None
-    prec = _prec(q.dtype)
+    prec, sdt = _state_precision(q.dtype), _state_operand_dtype(q.dtype)
     chunk_ahla_fwd_h_kernel[(NV, B * H)](
         q, k, v, gam, p0 if use_init else hp, e0 if use_init else he, hp, he, pt, et,
         T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, USE_INITIAL_STATE=use_init,
-        STORE_FINAL_STATE=output_final_state, PREC=prec, num_warps=4, num_stages=2)
+        STORE_FINAL_STATE=output_final_state, PREC=prec, SDT=sdt, num_warps=4, num_stages=2)
     o = torch.empty(B, T, H, V, dtype=out_dtype, device=q.device)
     chunk_ahla_fwd_o_kernel[(NV, NT, B * H)](
-        q, k, v, gam, hp, he, o, T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, PREC=prec,
+        q, k, v, gam, hp, he, o, T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, PREC=prec, SDT=sdt,
         num_warps=4, num_stages=2)
     final = (pt, et) if output_final_state else None
     return o, final, ((hp, he) if keep_states else None)
@@ -236,8 +244,10 @@ def chunk_ahla_bwd(q, k, v, do, gam, p0, e0, dpt, det, chunk_size: int):
     V = v.shape[-1]
     BT, NT = chunk_size, triton.cdiv(T, chunk_size)
     BD, BV, NV = _blocks(q, v)
-    prec = _prec(q.dtype)
-    _, _, (hp, he) = chunk_ahla_fwd(q, k, v, gam, p0, e0, chunk_size, False, q.dtype, keep_states=True)
+    prec, sdt = _state_precision(q.dtype), _state_operand_dtype(q.dtype)
+    # the recomputed output is discarded: float32, so its normaliser column cannot overflow float16
+    _, _, (hp, he) = chunk_ahla_fwd(q, k, v, gam, p0, e0, chunk_size, False, torch.float32,
+                                    keep_states=True)
     f32 = dict(dtype=torch.float32, device=q.device)
     dhp = torch.empty(B * H, NT, K, V, **f32)
     dhe = torch.empty(B * H, NT, K, V, **f32)
@@ -246,7 +256,7 @@ def chunk_ahla_bwd(q, k, v, do, gam, p0, e0, dpt, det, chunk_size: int):
     use_final = dpt is not None
     chunk_ahla_bwd_dh_kernel[(NV, B * H)](
         q, k, do, gam, dpt if use_final else dp0, det if use_final else de0, dhp, dhe, dp0, de0,
-        T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, USE_FINAL_GRAD=use_final, PREC=prec,
+        T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, USE_FINAL_GRAD=use_final, PREC=prec, SDT=sdt,
         num_warps=4, num_stages=2)
     if NV == 1:
         dq, dk = torch.empty_like(q), torch.empty_like(k)
@@ -256,7 +266,7 @@ def chunk_ahla_bwd(q, k, v, do, gam, p0, e0, dpt, det, chunk_size: int):
     dv = torch.empty_like(v)
     chunk_ahla_bwd_dqkv_kernel[(NT, B * H, NV)](
         q, k, v, do, gam, hp, he, dhp, dhe, dq, dk, dv,
-        T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, PREC=prec, num_warps=4, num_stages=1)
+        T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, PREC=prec, SDT=sdt, num_warps=4, num_stages=1)
     if NV > 1:
         dq, dk = dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype)
     return dq, dk, dv, dp0, de0
