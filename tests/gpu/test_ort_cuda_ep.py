@@ -299,6 +299,8 @@ _SCENARIO = textwrap.dedent(r'''
     import onnxruntime as ort
     if "preload" in mode:
         ort.preload_dlls()
+    if hasattr(ort, "print_debug_info"):
+        ort.print_debug_info()  # onnxruntime-gpu: CUDA / cuDNN versions it was built with and found
     if "export" in mode:
         from hla_deploy.exporters import export_onnx
         from hla_deploy.models import default_checkpoint
@@ -337,6 +339,19 @@ _SCENARIO = textwrap.dedent(r'''
 ''')
 
 
+def _native_backtrace(args, env) -> str:
+    """The crashing thread's native stack (gdb, when installed), to name the library at fault."""
+    import shutil
+    if shutil.which("gdb") is None:
+        return "\n(gdb not installed: no native backtrace; run the scenario under compute-sanitizer or gdb)"
+    try:
+        g = subprocess.run(["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info sharedlibrary",
+                            "--args", *args], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return "\n(gdb timed out)"
+    return f"\n--- gdb backtrace ---\n{g.stdout[-8000:]}"
+
+
 @pytest.mark.parametrize("mode", [
     "torch+export",              # issue 12: import torch, export, CPU-EP then CUDA-EP, plain run
     "torch+export+preload",      # the same with onnxruntime.preload_dlls() first
@@ -350,9 +365,12 @@ def test_sessions_in_a_fresh_process(mode, demo_onnx, cuda_library, tmp_path):
     shape = OrtHLASession(demo_onnx, device="cpu", library=cuda_library).state_shape(1)
     path = tmp_path / "m.onnx" if "export" in mode else demo_onnx
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _SCENARIO, mode, str(cuda_library),
-                           str(path), ",".join(map(str, shape))], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    args = [sys.executable, "-X", "faulthandler", "-c", _SCENARIO, mode, str(cuda_library), str(path),
+            ",".join(map(str, shape))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     report = f"\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+    if proc.returncode < 0 or "Segmentation fault" in proc.stderr:
+        report += _native_backtrace(args, env)
     assert proc.returncode != -11 and "Segmentation fault" not in proc.stderr, \
         f"scenario {mode!r} crashed (SIGSEGV){report}"
     assert proc.returncode == 0, f"scenario {mode!r} exited {proc.returncode}{report}"
