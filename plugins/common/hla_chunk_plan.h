@@ -3,14 +3,15 @@
 // cuda_workspace_size) and the kernels (the same carve-out offsets) include it, and so can a
 // CPU-only build (hla_capi.cpp: hla_capi_chunk_plan, tested in tests/test_native_kernels.py).
 //
-// Per (batch row, head) the prompt is cut into chunks of BT = 64 tokens (the last may be shorter).
+// Per (batch row, head) the prompt is cut into chunks of BT tokens (the last may be shorter):
+// BT = 64, or 32 / 16 when the 64-token tiles exceed kChunkSmemLimit (large heads, fp32).
 // Head dims are padded to multiples of 16 for the tensor-core tiles: Dp = round16(d),
 // Vw = round16(dvx) with dvx = dv + 1 when normalize (the normaliser rides along as a value
 // column of ones, as in the Triton kernels), else dv. Padding is zero-filled.
 //
 // Workspace: the state before every chunk and the final state, in the contract layout
-// (docs/OP_CONTRACT.md): float32 [B*H, NT + 1, N], NT = ceil(T / 64), i.e.
-//     workspace bytes = 4 * B * H * (ceil(T / 64) + 1) * N.
+// (docs/OP_CONTRACT.md): float32 [B*H, NT + 1, N], NT = ceil(T / BT), i.e.
+//     workspace bytes = 4 * B * H * (ceil(T / BT) + 1) * N.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +28,7 @@
 
 namespace hla {
 
-constexpr int kChunkTokens = 64;        // BT
+constexpr int kChunkTokens = 64;        // longest chunk (BT)
 constexpr int kChunkThreads = 256;      // threads per block of every chunk kernel (8 warps)
 // Largest dynamic shared memory per block a chunk kernel may ask for: sm_87's opt-in limit
 // (163 KB; sm_90: 227 KB). One limit for both archs keeps the workspace size device-independent.
@@ -136,16 +137,21 @@ inline ChunkPlan chunk_plan(const Params& p, DType dtype) {
   const StateLayout L = state_layout(p.variant, p.d, p.dv, p.normalize, p.ridge);
   if (L.N <= 0) return c;
   c.dvx = p.dv + (p.normalize ? 1 : 0);
-  c.dims = chunk_dims(p.d, c.dvx, activation_bytes(dtype));
-  c.NT = (p.T + kChunkTokens - 1) / kChunkTokens;
-  if (c.NT > kChunkMaxChunks) return c;
   const bool hla2 = p.variant == Variant::kHLA2;
   const bool has_c = hla2 && L.C >= 0;
+  // The longest chunk (64, else 32, else 16 tokens) whose tiles fit kChunkSmemLimit.
+  for (int32_t bt = kChunkTokens; bt >= 16; bt /= 2) {
+    c.dims = chunk_dims(p.d, c.dvx, activation_bytes(dtype));
+    c.dims.BT = bt;
+    c.smem_state = chunk_smem(hla2 ? ChunkKind::kHLA2State : ChunkKind::kAHLAState, c.dims, has_c).bytes;
+    c.smem_out = chunk_smem(hla2 ? ChunkKind::kHLA2Out : ChunkKind::kAHLAOut, c.dims, has_c).bytes;
+    if (size_t(c.smem_state) <= kChunkSmemLimit && size_t(c.smem_out) <= kChunkSmemLimit) break;
+  }
+  if (size_t(c.smem_state) > kChunkSmemLimit || size_t(c.smem_out) > kChunkSmemLimit) return c;
+  c.NT = (p.T + c.dims.BT - 1) / c.dims.BT;
+  if (c.NT > kChunkMaxChunks) return c;
   c.nK = hla2 ? c.dims.Dp / c.dims.BK : 1;
   c.nV = (c.dvx + c.dims.BV - 1) / c.dims.BV;
-  c.smem_state = chunk_smem(hla2 ? ChunkKind::kHLA2State : ChunkKind::kAHLAState, c.dims, has_c).bytes;
-  c.smem_out = chunk_smem(hla2 ? ChunkKind::kHLA2Out : ChunkKind::kAHLAOut, c.dims, has_c).bytes;
-  if (size_t(c.smem_state) > kChunkSmemLimit || size_t(c.smem_out) > kChunkSmemLimit) return c;
   c.workspace = size_t(p.B) * size_t(p.H) * size_t(c.NT + 1) * size_t(L.N) * sizeof(float);
   c.ok = true;
   return c;

@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "hla_chunk_plan.h"
+#include "hla_cuda_params.h"
 #include "hla_kernels.h"
 #include "hla_layout.h"
 
@@ -41,15 +42,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;  // rows loaded ahead per thread in mat_pass
 
-// Everything a block needs, passed by value (per-head decay included).
-struct KParams {
-  int32_t variant, T, H, d, dv, normalize;
-  int64_t N;
-  float eps, ridge;
-  int64_t offS, offM, offn, offC, offm, offP, offE, offF, offmK;  // -1: part absent
-  int32_t num_decay;
-  float decay[kMaxHeads];
-};
+// KParams (hla_cuda_params.h): everything a block needs, passed by value (per-head decay included).
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
@@ -264,6 +257,7 @@ template <typename A, typename B> struct Select<false, A, B> { using type = B; }
 
 // Chunked prefill (T > 1, hla2 / ahla): hla2_chunk_state_kernel, hla2_chunk_out_kernel,
 // ahla_chunk_state_kernel, ahla_chunk_out_kernel.
+#define HLA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #include "hla_cuda_chunk.cuh"
 
 // ---- host code: launch configuration and the public entry points (not seen by NVRTC) ----------
@@ -314,25 +308,6 @@ cudaError_t allow_smem(const void* fn, int dev, size_t bytes) {
   if (e != cudaSuccess) return e;
   if (count < 256) done[count++] = Entry{fn, dev};
   return cudaSuccess;
-}
-
-KParams make_kparams(const Params& p) {
-  KParams k{};
-  k.variant = int32_t(p.variant);
-  k.T = p.T;
-  k.H = p.H;
-  k.d = p.d;
-  k.dv = p.dv;
-  k.normalize = p.normalize ? 1 : 0;
-  const StateLayout L = state_layout(p.variant, p.d, p.dv, p.normalize, p.ridge);
-  k.N = L.N;
-  k.eps = p.eps;
-  k.ridge = p.ridge;
-  k.offS = L.S; k.offM = L.M; k.offn = L.n; k.offC = L.C; k.offm = L.m;
-  k.offP = L.P; k.offE = L.E; k.offF = L.F; k.offmK = L.mK;
-  k.num_decay = p.decay == nullptr ? 0 : p.num_decay;
-  for (int i = 0; i < k.num_decay; ++i) k.decay[i] = p.decay[i];
-  return k;
 }
 
 template <int VEC, typename TIn, bool kSmemState>

@@ -1,12 +1,14 @@
 // Chunked prefill kernels (T > 1) of HLARecurrentStep: hla2 (decay, normalize, ridge) and ahla.
-// Part of hla_cuda.cu: included there inside namespace hla::(anonymous), after KParams, to_f32,
-// from_f32 (not a header of its own). Tile sizes, shared-memory carve-outs, workspace:
+// Part of hla_cuda.cu: included there inside namespace hla::(anonymous), after to_f32, from_f32,
+// Select and HLA_DYNAMIC_SMEM (not a header of its own). tests/native/chunk_emu.cpp includes it
+// the same way on the CPU (float instantiations, one thread per block) to check the indexing. Tile sizes, shared-memory carve-outs, workspace:
 // hla_chunk_plan.h.
 //
 // The algorithm is the one of the GPU-verified Triton forward kernels
 // (hla_deploy/ops/triton/chunk_fwd.py for hla2, chunk_ahla.py for ahla; derivation in
 // docs/OPS.md, torch reference hla_deploy/ops/chunk.py): per (batch row, head) the prompt is cut
-// into chunks of BT = 64 tokens, local rows i, j = 0..c-1 (c = this chunk's length), decay g:
+// into chunks of BT = 64 tokens (32 / 16 for large heads: hla_chunk_plan.h), local rows
+// i, j = 0..c-1 (c = this chunk's length), decay g:
 //     D1[i, j] = g^(i-j) [j <= i]    a1[i] = g^(i+1)    b[i] = g^(c-1-i) (0 for i >= c)    gc = g^c
 // Two kernels per variant, as the Triton pair fwd_h / fwd_o:
 //   *_chunk_state_kernel: sequential over the chunks of one head; writes the state before every
@@ -205,7 +207,7 @@ __global__ void __launch_bounds__(kChunkThreads)
 hla2_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
                         const T* __restrict__ v, const float* __restrict__ state_in,
                         float* __restrict__ ws) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
   const ChunkDims& m = a.m;
   const bool has_c = p.offC >= 0;
@@ -290,7 +292,7 @@ __global__ void __launch_bounds__(kChunkThreads)
 hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
                       const T* __restrict__ v, const float* __restrict__ ws, T* __restrict__ o,
                       float* __restrict__ state_out) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
   const ChunkDims& m = a.m;
   const bool has_c = p.offC >= 0;
@@ -374,7 +376,7 @@ __global__ void __launch_bounds__(kChunkThreads)
 ahla_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
                         const T* __restrict__ v, const float* __restrict__ state_in,
                         float* __restrict__ ws) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
   const ChunkDims& m = a.m;
   const ChunkSmem L = chunk_smem(ChunkKind::kAHLAState, m, false);
@@ -444,7 +446,7 @@ __global__ void __launch_bounds__(kChunkThreads)
 ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
                       const T* __restrict__ v, const float* __restrict__ ws, T* __restrict__ o,
                       float* __restrict__ state_out) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
   const ChunkDims& m = a.m;
   const ChunkSmem L = chunk_smem(ChunkKind::kAHLAOut, m, false);

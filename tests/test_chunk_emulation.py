@@ -1,0 +1,132 @@
+"""The chunked CUDA prefill kernels (plugins/common/hla_cuda_chunk.cuh) run on the CPU.
+
+tests/native/chunk_emu.cpp compiles the float32 instantiation of the four chunk kernels with g++
+(AddressSanitizer + UBSan when available), one host thread per block (blockDim.x == 1, so every
+block-wide loop covers all its indices and __syncthreads() is a no-op), blocks in launch order,
+shared memory and workspace pre-filled with NaN bytes. Checked against the float64 contract-step
+reference (tests/test_native_kernels.py `ref_recurrent`): outputs and final state, every hla2
+option (decay, per-head decay, normalize, ridge) and ahla, partial last chunks, d / dv not
+multiples of 16, d != dv, a warm initial state, in-place state, prefill then prefill.
+This covers the kernels' indexing, tile layouts, decay factors, padding and the workspace layout;
+NOT the tensor-core (WMMA) branch and NOT thread races: those need tests/gpu/test_cuda_chunked.py.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_native_kernels import _decay, make_inputs, random_state, ref_recurrent, rel_rms
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ROOT / "plugins" / "common"
+VARIANT = {"hla2": 0, "ahla": 1}
+
+
+def _compile(out: Path, flags) -> bool:
+    cmd = ["g++", "-std=c++17", "-O1", "-g", *flags, f"-I{COMMON}", "-o", str(out),
+           str(ROOT / "tests" / "native" / "chunk_emu.cpp"), str(COMMON / "hla_validate.cpp")]
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler (g++) found")
+    exe = tmp_path_factory.mktemp("chunk-emu") / "chunk_emu"
+    if not _compile(exe, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]):
+        # no sanitizer runtime installed: still run the emulation, unsanitized
+        proc = subprocess.run(["g++", "-std=c++17", "-O1", f"-I{COMMON}", "-o", str(exe),
+                               str(ROOT / "tests" / "native" / "chunk_emu.cpp"), str(COMMON / "hla_validate.cpp")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.returncode == 0, proc.stdout
+    return exe
+
+
+def run_emu(exe, tmp, q, k, v, st, variant, decay, normalize, eps, ridge):
+    B, T, H, d = q.shape
+    dv = v.shape[-1]
+    dec = [] if decay is None else [repr(float(x)) for x in np.atleast_1d(decay)]
+    inp, out = tmp / "in.bin", tmp / "out.bin"
+    with open(inp, "wb") as f:
+        for x in (q, k, v, st):
+            f.write(np.ascontiguousarray(x, np.float32).tobytes())
+    args = [str(exe), str(VARIANT[variant]), str(B), str(T), str(H), str(d), str(dv), str(int(normalize)),
+            repr(float(eps)), repr(float(ridge)), str(len(dec)), *dec, str(inp), str(out)]
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, f"chunk_emu exited {proc.returncode}:\n{proc.stdout[-4000:]}"
+    raw = np.fromfile(out, np.float32)
+    no = B * T * H * dv
+    return raw[:no].reshape(B, T, H, dv), raw[no:].reshape(st.shape)
+
+
+CASES = [  # variant, normalize, ridge, decay
+    ("hla2", False, 0.0, None),
+    ("hla2", False, 0.0, "per_head"),
+    ("hla2", True, 0.0, "per_head"),
+    ("hla2", False, 0.3, 0.9),
+    ("hla2", True, 0.3, "per_head"),
+    ("ahla", False, 0.0, None),
+    ("ahla", False, 0.0, "per_head"),
+    ("ahla", True, 0.0, "per_head"),
+]
+SHAPES = [  # B, T, H, d, dv
+    (1, 2, 1, 16, 16),
+    (2, 65, 2, 16, 8),     # partial last chunk, dv < 16
+    (1, 130, 3, 20, 36),   # d, dv not multiples of 16; 3 chunks
+    (1, 64, 2, 64, 64),    # one full chunk, the benchmark head size (fp32 ahla+normalize: BT = 32)
+    (1, 40, 1, 128, 96),   # large head: BT = 32 / 16, 4 row blocks of S
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-norm{int(c[1])}-ridge{c[2]}-decay{c[3]}")
+def test_chunk_kernels_match_float64_reference(emu, tmp_path, case, shape):
+    variant, normalize, ridge, dspec = case
+    B, T, H, d, dv = shape
+    rng = np.random.default_rng(abs(hash((case, shape))) % 2**32)
+    decay = _decay(dspec, H, rng)
+    q, k, v = (x.astype(np.float32) for x in make_inputs(rng, B, T, H, d, dv, variant, normalize))
+    st = random_state(rng, B, H, variant, d, dv, normalize, ridge, warm=True)
+    o_ref, st_ref = ref_recurrent(q, k, v, st.astype(np.float64), variant,
+                                  1.0 if decay is None else decay, normalize, 1e-6, ridge)
+    o, st_out = run_emu(emu, tmp_path, q, k, v, st, variant, decay, normalize, 1e-6, ridge)
+    assert np.isfinite(o).all() and np.isfinite(st_out).all()
+    assert rel_rms(o, o_ref) < 5e-6, rel_rms(o, o_ref)
+    assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)
+
+
+@pytest.mark.parametrize("variant", ["hla2", "ahla"])
+def test_two_prefills_equal_one(emu, tmp_path, variant):
+    rng = np.random.default_rng(5)
+    B, T1, T2, H, d, dv = 1, 70, 100, 2, 16, 16
+    decay = np.array([0.97, 0.9], np.float32)
+    q, k, v = (x.astype(np.float32) for x in make_inputs(rng, B, T1 + T2, H, d, dv, variant, True))
+    st0 = random_state(rng, B, H, variant, d, dv, True, 0.0, warm=False)
+    o_all, st_all = run_emu(emu, tmp_path, q, k, v, st0, variant, decay, True, 1e-6, 0.0)
+    o1, st1 = run_emu(emu, tmp_path, q[:, :T1], k[:, :T1], v[:, :T1], st0, variant, decay, True, 1e-6, 0.0)
+    o2, st2 = run_emu(emu, tmp_path, q[:, T1:], k[:, T1:], v[:, T1:], st1, variant, decay, True, 1e-6, 0.0)
+    assert rel_rms(np.concatenate([o1, o2], 1), o_all) < 5e-6
+    assert rel_rms(st2, st_all) < 5e-6
+
+
+def test_hla3_and_decode_are_not_chunked(emu, tmp_path):
+    # chunk_emu exits 2 when chunk_plan() says the chunked path does not apply
+    rng = np.random.default_rng(1)
+    q, k, v = (x.astype(np.float32) for x in make_inputs(rng, 1, 1, 1, 8, 8, "hla2", False))
+    st = np.zeros((1, 1, 128), np.float32)
+    inp = tmp_path / "in.bin"
+    with open(inp, "wb") as f:
+        for x in (q, k, v, st):
+            f.write(x.tobytes())
+    for variant_code, T in ((2, 4), (0, 1)):
+        qq = np.repeat(q, T, axis=1)
+        with open(inp, "wb") as f:
+            for x in (qq, qq, qq, np.zeros((1, 1, 64 + 128 if variant_code == 2 else 128), np.float32)):
+                f.write(x.tobytes())
+        proc = subprocess.run([str(emu), str(variant_code), "1", str(T), "1", "8", "8", "0", "1e-6", "0", "0",
+                               str(inp), str(tmp_path / "out.bin")], stdout=subprocess.PIPE, text=True)
+        assert proc.returncode == 2, (variant_code, T, proc.returncode)
