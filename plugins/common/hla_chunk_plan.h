@@ -33,7 +33,7 @@ constexpr int kChunkThreads = 256;      // threads per block of every chunk kern
 // Largest dynamic shared memory per block a chunk kernel may ask for: sm_87's opt-in limit
 // (163 KB; sm_90: 227 KB). One limit for both archs keeps the workspace size device-independent.
 constexpr size_t kChunkSmemLimit = 163 * 1024;
-constexpr int kChunkMaxChunks = 65535;  // gridDim.y of the output kernels
+constexpr int kChunkMaxGridY = 65535;   // gridDim.y limit (output kernels loop over more chunks)
 
 struct ChunkDims {
   int32_t BT = kChunkTokens;
@@ -127,8 +127,10 @@ struct ChunkPlan {
 inline int32_t activation_bytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
 
 // Chunked when T > 1, variant hla2 or ahla (hla3 stays token-serial: plugins/common/README.md),
-// both kernels fit kChunkSmemLimit and T / 64 <= kChunkMaxChunks. Device-independent; forward_cuda
-// also needs a device whose opt-in limit reaches the plan's shared memory, and the workspace.
+// d, dv <= 256 and both kernels fit kChunkSmemLimit. Whether it applies does not depend on B or T
+// (beyond T > 1), and the workspace grows with both, so the size for a TensorRT profile's largest
+// shapes covers every smaller shape. Device-independent; forward_cuda also needs a device whose
+// opt-in limit reaches the plan's shared memory, and a non-null workspace.
 inline ChunkPlan chunk_plan(const Params& p, DType dtype) {
   ChunkPlan c;
   if (p.T <= 1 || p.B < 1 || p.H < 1 || p.d < 1 || p.dv < 1) return c;
@@ -149,7 +151,6 @@ inline ChunkPlan chunk_plan(const Params& p, DType dtype) {
   }
   if (size_t(c.smem_state) > kChunkSmemLimit || size_t(c.smem_out) > kChunkSmemLimit) return c;
   c.NT = (p.T + c.dims.BT - 1) / c.dims.BT;
-  if (c.NT > kChunkMaxChunks) return c;
   c.nK = hla2 ? c.dims.Dp / c.dims.BK : 1;
   c.nV = (c.dvx + c.dims.BV - 1) / c.dims.BV;
   c.workspace = size_t(p.B) * size_t(p.H) * size_t(c.NT + 1) * size_t(L.N) * sizeof(float);

@@ -361,7 +361,7 @@ int launch_chunked(const Params& p, const ChunkPlan& plan, int dev, const void* 
        stream>>>(ck, tq, tk, tv, state_in, ws);
   e = cudaGetLastError();
   if (e != cudaSuccess) return int(e);
-  ko<<<dim3(bh, unsigned(plan.NT)), dim3(kChunkThreads), size_t(plan.smem_out), stream>>>(
+  ko<<<dim3(bh, unsigned(plan.NT < kChunkMaxGridY ? plan.NT : kChunkMaxGridY)), dim3(kChunkThreads), size_t(plan.smem_out), stream>>>(
       ck, tq, tk, tv, ws, static_cast<TIn*>(o), state_out);
   return int(cudaGetLastError());
 }

@@ -286,7 +286,7 @@ hla2_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
 //     G = diag(a1) Q S                                     [BT, Dp]  (fp32 state product)
 //     A = D1 ⊙ (Wg Wᵀ + G Qᵀ + λ Q Qᵀ),  Wg = D1 ⊙ P,  W = L ⊙ P
 //     o = diag(a1²) Q M + λ diag(a1) Q C + A V             [BT, Vw]
-// grid (B*H, NT).
+// grid (B*H, min(NT, 65535)), grid-stride over the chunks.
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads)
 hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
@@ -314,10 +314,11 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
 
   const int64_t bh = blockIdx.x, b = bh / H;
   const int h = int(bh - b * H);
-  const int c = blockIdx.y, NT = a.NT;
-  const int t0 = c * BT, clen = min(BT, Tlen - t0);
+  const int NT = a.NT;
   const float lg = log2f(chunk_gamma(p, h));
   const float lam = p.ridge;
+  for (int c = blockIdx.y; c < NT; c += gridDim.y) {  // grid-stride: any number of chunks
+  const int t0 = c * BT, clen = min(BT, Tlen - t0);
   const int64_t N = p.N;
   const float* wsc = ws + (bh * (NT + 1) + c) * N;
   const int64_t row0 = (b * Tlen + t0) * H + h;
@@ -363,6 +364,8 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   if (c == NT - 1) {
     const float* fin = ws + (bh * (NT + 1) + NT) * N;
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) state_out[bh * N + i] = fin[i];
+  }
+  __syncthreads();  // the tiles are reloaded for the next chunk of this block
   }
 }
 
@@ -440,7 +443,8 @@ ahla_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
 }
 
 // Output of one chunk from the state before it (P, E):
-//     R = diag(a1) Q P + Wg V          o = diag(a1) Q E + Wg R        grid (B*H, NT).
+//     R = diag(a1) Q P + Wg V          o = diag(a1) Q E + Wg R
+// grid (B*H, min(NT, 65535)), grid-stride over the chunks.
 template <typename T>
 __global__ void __launch_bounds__(kChunkThreads)
 ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __restrict__ k,
@@ -465,10 +469,11 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
 
   const int64_t bh = blockIdx.x, b = bh / H;
   const int h = int(bh - b * H);
-  const int c = blockIdx.y, NT = a.NT;
-  const int t0 = c * BT, clen = min(BT, Tlen - t0);
+  const int NT = a.NT;
   const float lg = log2f(chunk_gamma(p, h));
   const int64_t N = p.N;
+  for (int c = blockIdx.y; c < NT; c += gridDim.y) {  // grid-stride: any number of chunks
+  const int t0 = c * BT, clen = min(BT, Tlen - t0);
   const float* wsc = ws + (bh * (NT + 1) + c) * N;
   const int64_t row0 = (b * Tlen + t0) * H + h;
 
@@ -500,5 +505,7 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   if (c == NT - 1) {
     const float* fin = ws + (bh * (NT + 1) + NT) * N;
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) state_out[bh * N + i] = fin[i];
+  }
+  __syncthreads();  // the tiles are reloaded for the next chunk of this block
   }
 }

@@ -44,7 +44,7 @@ namespace hla {
 namespace {
 
 struct Dim3 { unsigned x = 0, y = 0, z = 0; };
-Dim3 threadIdx, blockIdx, blockDim;
+Dim3 threadIdx, blockIdx, blockDim, gridDim;
 unsigned char* g_smem = nullptr;
 inline void __syncthreads() {}
 using std::min;
@@ -118,7 +118,9 @@ int main(int argc, char** argv) {
   {
     std::vector<unsigned char> smem(size_t(plan.smem_out));
     g_smem = smem.data();
-    for (unsigned y = 0; y < unsigned(plan.NT); ++y)
+    // grid-stride over the chunks: gridDim.y = 2 makes each block loop when NT > 2
+    gridDim.y = plan.NT < 2 ? unsigned(plan.NT) : 2u;
+    for (unsigned y = 0; y < gridDim.y; ++y)
       for (unsigned x = 0; x < BH; ++x) {
         std::memset(smem.data(), 0xff, smem.size());
         blockIdx.x = x; blockIdx.y = y; blockIdx.z = 0;
