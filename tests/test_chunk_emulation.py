@@ -7,8 +7,11 @@ shared memory and workspace pre-filled with NaN bytes. Checked against the float
 reference (tests/test_native_kernels.py `ref_recurrent`): outputs and final state, every hla2
 option (decay, per-head decay, normalize, ridge) and ahla, partial last chunks, d / dv not
 multiples of 16, d != dv, a warm initial state, in-place state, prefill then prefill.
-This covers the kernels' indexing, tile layouts, decay factors, padding and the workspace layout;
-NOT the tensor-core (WMMA) branch and NOT thread races: those need tests/gpu/test_cuda_chunked.py.
+The float16 / bfloat16 instantiations run too: WMMA is emulated per 16x16 tile (checking WMMA's
+32-byte alignment and 16-byte stride rules), fp16/bf16 are bit-exact host types (hla_dtype.h).
+This covers the kernels' indexing, tile and fragment layouts, split-operand precision, decay
+factors, padding and the workspace layout; NOT thread races and not the hardware itself: those
+need tests/gpu/test_cuda_chunked.py on a GPU.
 """
 from __future__ import annotations
 
@@ -46,7 +49,17 @@ def emu(tmp_path_factory) -> Path:
     return exe
 
 
-def run_emu(exe, tmp, q, k, v, st, variant, decay, normalize, eps, ridge):
+DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+def rounded(x, dtype_name):
+    """x as the kernel sees it: rounded to the activation dtype (float64 values)."""
+    import torch
+    t = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name]
+    return torch.from_numpy(np.asarray(x, np.float32)).to(t).double().numpy()
+
+
+def run_emu(exe, tmp, q, k, v, st, variant, decay, normalize, eps, ridge, dtype_name="float32"):
     B, T, H, d = q.shape
     dv = v.shape[-1]
     dec = [] if decay is None else [repr(float(x)) for x in np.atleast_1d(decay)]
@@ -55,7 +68,7 @@ def run_emu(exe, tmp, q, k, v, st, variant, decay, normalize, eps, ridge):
         for x in (q, k, v, st):
             f.write(np.ascontiguousarray(x, np.float32).tobytes())
     args = [str(exe), str(VARIANT[variant]), str(B), str(T), str(H), str(d), str(dv), str(int(normalize)),
-            repr(float(eps)), repr(float(ridge)), str(len(dec)), *dec, str(inp), str(out)]
+            repr(float(eps)), repr(float(ridge)), str(DTYPES[dtype_name]), str(len(dec)), *dec, str(inp), str(out)]
     proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, f"chunk_emu exited {proc.returncode}:\n{proc.stdout[-4000:]}"
     raw = np.fromfile(out, np.float32)
@@ -99,6 +112,36 @@ def test_chunk_kernels_match_float64_reference(emu, tmp_path, case, shape):
     assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)
 
 
+# o: the single rounding of o dominates (bounds of tests/test_native_kernels.py BOUNDS); the state
+# is computed in float32 from the rounded inputs, so it keeps the float32 bound.
+HALF_BOUNDS = {"float16": 5e-4, "bfloat16": 4e-3}
+
+
+@pytest.mark.parametrize("shape", [(2, 65, 2, 16, 8), (1, 130, 2, 64, 64)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-norm{int(c[1])}-ridge{c[2]}-decay{c[3]}")
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_tensor_core_path_matches_float64_reference(emu, tmp_path, dtype_name, case, shape):
+    """16-bit inputs: WMMA tiles (emulated per 16x16 tile with WMMA's alignment rules checked) and
+    split hi/lo operands in the output kernels; float32 state kernels."""
+    variant, normalize, ridge, dspec = case
+    B, T, H, d, dv = shape
+    rng = np.random.default_rng(abs(hash((case, shape, dtype_name))) % 2**32)
+    decay = _decay(dspec, H, rng)
+    q, k, v = make_inputs(rng, B, T, H, d, dv, variant, normalize)
+    qx, kx, vx = (rounded(x, dtype_name) for x in (q, k, v))
+    st = random_state(rng, B, H, variant, d, dv, normalize, ridge, warm=True)
+    o_ref, st_ref = ref_recurrent(qx, kx, vx, st.astype(np.float64), variant,
+                                  1.0 if decay is None else decay, normalize, 1e-6, ridge)
+    o, st_out = run_emu(emu, tmp_path, qx, kx, vx, st, variant, decay, normalize, 1e-6, ridge, dtype_name)
+    assert np.isfinite(o).all() and np.isfinite(st_out).all()
+    # o vs the reference rounded once to the dtype: what a perfect kernel would return
+    o_ref_rounded = rounded(o_ref, dtype_name)
+    err_o, floor = rel_rms(o, o_ref), rel_rms(o_ref_rounded, o_ref)
+    assert err_o < HALF_BOUNDS[dtype_name], (err_o, floor)
+    assert err_o < 1.5 * floor + 1e-6, (err_o, floor)  # little beyond the output's own rounding
+    assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)
+
+
 @pytest.mark.parametrize("variant", ["hla2", "ahla"])
 def test_two_prefills_equal_one(emu, tmp_path, variant):
     rng = np.random.default_rng(5)
@@ -127,6 +170,6 @@ def test_hla3_and_decode_are_not_chunked(emu, tmp_path):
         with open(inp, "wb") as f:
             for x in (qq, qq, qq, np.zeros((1, 1, 64 + 128 if variant_code == 2 else 128), np.float32)):
                 f.write(x.tobytes())
-        proc = subprocess.run([str(emu), str(variant_code), "1", str(T), "1", "8", "8", "0", "1e-6", "0", "0",
+        proc = subprocess.run([str(emu), str(variant_code), "1", str(T), "1", "8", "8", "0", "1e-6", "0", "0", "0",
                                str(inp), str(tmp_path / "out.bin")], stdout=subprocess.PIPE, text=True)
         assert proc.returncode == 2, (variant_code, T, proc.returncode)

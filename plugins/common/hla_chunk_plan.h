@@ -51,6 +51,7 @@ enum class ChunkKind : int32_t { kHLA2State = 0, kHLA2Out = 1, kAHLAState = 2, k
 struct ChunkSmem {
   int64_t q = -1, k = -1, kd = -1, v = -1, p = -1, w = -1, wg = -1, x = -1, z = -1, zt = -1;
   int64_t S = -1, M = -1, C = -1, st = -1, g = -1, r = -1, rt = -1, o = -1, P = -1, E = -1;
+  int64_t wlo = -1, wglo = -1, rtlo = -1;  // low halves of split 16-bit operands (esz == 2 only)
   int64_t dec = -1;
   int64_t bytes = 0;
 };
@@ -94,6 +95,7 @@ HLA_HD inline ChunkSmem chunk_smem(ChunkKind kind, const ChunkDims& m, bool has_
     case ChunkKind::kHLA2Out:
       take(L.q, act(BT, Dp)); take(L.k, act(BT, Dp)); take(L.v, act(BT, Vw));
       take(L.p, flt(BT, BT)); take(L.w, act(BT, BT)); take(L.wg, act(BT, BT));
+      if (e == 2) { take(L.wlo, act(BT, BT)); take(L.wglo, act(BT, BT)); }
       take(L.st, flt(Dp, Dp > Vw ? Dp : Vw)); take(L.g, flt(BT, Dp)); take(L.o, flt(BT, Vw));
       break;
     case ChunkKind::kAHLAState:
@@ -106,6 +108,7 @@ HLA_HD inline ChunkSmem chunk_smem(ChunkKind kind, const ChunkDims& m, bool has_
     case ChunkKind::kAHLAOut:
       take(L.q, act(BT, Dp)); take(L.k, act(BT, Dp)); take(L.v, act(BT, Vw));
       take(L.p, flt(BT, BT)); take(L.wg, act(BT, BT));
+      if (e == 2) { take(L.wglo, act(BT, BT)); take(L.rtlo, act(BT, Vw)); }
       take(L.st, flt(Dp, Vw)); take(L.r, flt(BT, Vw)); take(L.rt, act(BT, Vw)); take(L.o, flt(BT, Vw));
       break;
   }
@@ -117,7 +120,8 @@ HLA_HD inline ChunkSmem chunk_smem(ChunkKind kind, const ChunkDims& m, bool has_
 // What the chunked prefill needs for these Params (host side).
 struct ChunkPlan {
   bool ok = false;           // chunked path applies (else forward_cuda runs the token-serial kernel)
-  ChunkDims dims;
+  ChunkDims dims;            // output kernel (activation-type tiles)
+  ChunkDims dims_state;      // state kernel: float32 tiles whatever the activation type
   int32_t dvx = 0, NT = 0;   // value columns incl. the normaliser, number of chunks
   int32_t nK = 0, nV = 0;    // state-kernel blocks per head: row blocks of S (hla2), value blocks
   int64_t smem_state = 0, smem_out = 0;  // dynamic shared memory bytes of the two kernels
@@ -144,8 +148,9 @@ inline ChunkPlan chunk_plan(const Params& p, DType dtype) {
   // The longest chunk (64, else 32, else 16 tokens) whose tiles fit kChunkSmemLimit.
   for (int32_t bt = kChunkTokens; bt >= 16; bt /= 2) {
     c.dims = chunk_dims(p.d, c.dvx, activation_bytes(dtype));
-    c.dims.BT = bt;
-    c.smem_state = chunk_smem(hla2 ? ChunkKind::kHLA2State : ChunkKind::kAHLAState, c.dims, has_c).bytes;
+    c.dims_state = chunk_dims(p.d, c.dvx, 4);
+    c.dims.BT = c.dims_state.BT = bt;
+    c.smem_state = chunk_smem(hla2 ? ChunkKind::kHLA2State : ChunkKind::kAHLAState, c.dims_state, has_c).bytes;
     c.smem_out = chunk_smem(hla2 ? ChunkKind::kHLA2Out : ChunkKind::kAHLAOut, c.dims, has_c).bytes;
     if (size_t(c.smem_state) <= kChunkSmemLimit && size_t(c.smem_out) <= kChunkSmemLimit) break;
   }

@@ -345,6 +345,7 @@ int launch_chunked(const Params& p, const ChunkPlan& plan, int dev, const void* 
   ChunkKParams ck{};
   ck.k = make_kparams(p);
   ck.m = plan.dims;
+  ck.ms = plan.dims_state;
   ck.dvx = plan.dvx;
   ck.NT = plan.NT;
   const bool hla2 = p.variant == Variant::kHLA2;

@@ -21,13 +21,19 @@
 // vectors (hla2: n next to M, m next to C; ahla: mK next to P, n next to E), so they obey the
 // same recurrence, and o = num[:, :dv] / (num[:, dv] + eps).
 //
-// Precision: activation-only products (Q Kᵀ, Wᵀ Vd, ...) run on tensor cores (WMMA 16x16x16,
-// fp16/bf16 operands, fp32 accumulation) for 16-bit inputs, with the intermediates rounded to the
-// input dtype exactly where the Triton kernels round them. Every product with a float32 STATE
-// operand (S, M, C, P, E and G = Q S) runs on CUDA cores in fp32 FMA: the state never leaves
-// float32 (fp16 cannot hold its range: M grows ~T² without decay). float32 inputs: every product
-// in fp32 FMA (no TF32).
-//
+// Precision (the state stays float32-accurate, as the token-serial kernel's):
+// - state kernels: float32 tiles and fp32 FMA on CUDA cores for every dtype (16-bit inputs are
+//   widened on load). They carry the recurrence across chunks, so any rounding there would
+//   accumulate into the state over T (the Triton kernels round intermediates to fp16/bf16 there;
+//   measured state errors ~1e-4..1e-3 relative would break the contract's float32 state).
+// - output kernels, 16-bit inputs: tensor cores (WMMA 16x16x16, fp32 accumulation). Operands
+//   that are exact in the input type (Q, K, V) go in as they are; float32 intermediates
+//   (W, Wg, A, R) go in SPLIT as hi + lo in the input type (mm_act), ~fp32 accuracy
+//   (fp16: 22 bits; bf16: 16 bits), so o carries essentially only its final rounding. Products
+//   with a float32 state operand (G = Q S, Q M, Q C, Q P, Q E) and G Qᵀ use fp32 FMA.
+//   fp16 caveat: a split operand beyond 65504 overflows (A ~ |S| ~ T for aligned keys and no
+//   decay: T of order 6e4); bf16 has float32's range.
+// - float32 inputs: fp32 FMA everywhere (no TF32).
 // Thread/tile conventions: 256 threads; activation tiles [rows][cols + hp] in the input type,
 // float tiles [rows][cols + fp]; mm_* helpers are block-wide and need __syncthreads() around them
 // when their inputs were just written or their outputs are read by other threads.
@@ -65,20 +71,26 @@ __device__ void mm_fma(int M, int N, int K, const TA* A, int a_rs, int a_cs, con
   }
 }
 
-// C[M, N] = beta * C + op(A) op(B), op(A) [M, K], op(B) [K, N], M, N, K multiples of 16.
+// C[M, N] = beta * C + op(A) op(B) [+ op(Alo) op(B)] [+ op(A) op(Blo)], M, N, K multiples of 16.
 // A is stored [M][lda] (TA = false) or as Aᵀ [K][lda] (TA = true); B is [K][ldb] or Bᵀ [N][ldb].
+// Alo / Blo (nullptr: none, same strides) are the low halves of SPLIT operands x = hi + lo (both
+// in T, see split_store): hi*hi + lo*hi + hi*lo keeps ~22 bits (fp16) / ~16 bits (bf16) of a
+// float32 intermediate; lo*lo (~2^-22 relative) is dropped.
 // 16-bit T: tensor cores (one warp per 16x16 output tile, fp32 accumulation). float: mm_fma.
 template <typename T, bool TA, bool TB>
-__device__ void mm_act(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
-                       int ldc, float beta) {
+__device__ void mm_act(int M, int N, int K, const T* A, const T* Alo, int lda, const T* B, const T* Blo,
+                       int ldb, float* C, int ldc, float beta) {
   if constexpr (IsF32<T>::value) {
-    mm_fma(M, N, K, A, TA ? 1 : lda, TA ? lda : 1, B, TB ? 1 : ldb, TB ? ldb : 1, C, ldc, 1.0f,
-           beta, nullptr);
+    const int ars = TA ? 1 : lda, acs = TA ? lda : 1, brs = TB ? 1 : ldb, bcs = TB ? ldb : 1;
+    mm_fma(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, 1.0f, beta, nullptr);
+    if (Alo != nullptr) mm_fma(M, N, K, Alo, ars, acs, B, brs, bcs, C, ldc, 1.0f, 1.0f, nullptr);
+    if (Blo != nullptr) mm_fma(M, N, K, A, ars, acs, Blo, brs, bcs, C, ldc, 1.0f, 1.0f, nullptr);
   } else {
     using namespace nvcuda;
     using LA = typename Select<TA, wmma::col_major, wmma::row_major>::type;
     using LB = typename Select<TB, wmma::col_major, wmma::row_major>::type;
-    const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    // (nwarps >= 1 also for the one-thread CPU emulation, tests/native/chunk_emu.cpp)
+    const int warp = threadIdx.x >> 5, nwarps = blockDim.x >= 32 ? blockDim.x >> 5 : 1;
     const int tn = N / 16, tiles = (M / 16) * tn;
     for (int t = warp; t < tiles; t += nwarps) {
       const int ti = t / tn, tj = t - ti * tn;
@@ -93,25 +105,51 @@ __device__ void mm_act(int M, int N, int K, const T* A, int lda, const T* B, int
         }
       }
       for (int kk = 0; kk < K; kk += 16) {
+        // A(i, k): row-major A[i * lda + k]; col-major (Aᵀ stored) A[k * lda + i]
+        const int64_t oa = TA ? int64_t(kk) * lda + ti * 16 : int64_t(ti) * 16 * lda + kk;
+        // B(k, j): row-major B[k * ldb + j]; col-major (Bᵀ stored) B[j * ldb + k]
+        const int64_t ob = TB ? int64_t(tj) * 16 * ldb + kk : int64_t(kk) * ldb + tj * 16;
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LA> fa;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LB> fb;
-        // A(i, k): row-major A[i * lda + k]; col-major (Aᵀ stored) A[k * lda + i]
-        wmma::load_matrix_sync(fa, TA ? A + int64_t(kk) * lda + ti * 16 : A + int64_t(ti) * 16 * lda + kk, lda);
-        // B(k, j): row-major B[k * ldb + j]; col-major (Bᵀ stored) B[j * ldb + k]
-        wmma::load_matrix_sync(fb, TB ? B + int64_t(tj) * 16 * ldb + kk : B + int64_t(kk) * ldb + tj * 16, ldb);
+        wmma::load_matrix_sync(fa, A + oa, lda);
+        wmma::load_matrix_sync(fb, B + ob, ldb);
         wmma::mma_sync(acc, fa, fb, acc);
+        if (Blo != nullptr) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LB> fbl;
+          wmma::load_matrix_sync(fbl, Blo + ob, ldb);
+          wmma::mma_sync(acc, fa, fbl, acc);
+        }
+        if (Alo != nullptr) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LA> fal;
+          wmma::load_matrix_sync(fal, Alo + oa, lda);
+          wmma::mma_sync(acc, fal, fb, acc);
+        }
       }
       wmma::store_matrix_sync(c, acc, ldc, wmma::mem_row_major);
     }
   }
+}
+template <typename T, bool TA, bool TB>
+__device__ void mm_act(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
+                       int ldc, float beta) {
+  mm_act<T, TA, TB>(M, N, K, A, static_cast<const T*>(nullptr), lda, B, static_cast<const T*>(nullptr), ldb,
+                    C, ldc, beta);
+}
+
+// hi = T(x); with lo != nullptr also lo = T(x - hi) (a split operand for mm_act).
+template <typename T>
+__device__ __forceinline__ void split_store(T* hi, T* lo, int64_t i, float x) {
+  const T h = from_f32<T>(x);
+  hi[i] = h;
+  if (lo != nullptr) lo[i] = from_f32<T>(x - to_f32(h));
 }
 
 // Rows [t0, t0 + BT) of one head of a [B, T, H, dim] tensor, columns [c0, c0 + w), into
 // dst [BT][ld]: zero outside rows < valid and columns < dim, except column `ones_col` (the
 // normaliser's ones; -1: none); row r multiplied by rs[r] (nullptr: 1) before rounding to T.
 // row0 = (b * Tlen + t0) * H + h.
-template <typename T>
-__device__ void load_rows(T* dst, int ld, const T* __restrict__ src, int64_t row0, int H, int dim,
+template <typename TD, typename TS>
+__device__ void load_rows(TD* dst, int ld, const TS* __restrict__ src, int64_t row0, int H, int dim,
                           int c0, int w, int valid, int BT, const float* rs, int ones_col) {
   for (int idx = threadIdx.x; idx < BT * w; idx += blockDim.x) {
     const int r = idx / w, c = idx - r * w, gc = c0 + c;
@@ -121,7 +159,7 @@ __device__ void load_rows(T* dst, int ld, const T* __restrict__ src, int64_t row
       else if (gc == ones_col) x = 1.0f;
       if (rs != nullptr) x *= rs[r];
     }
-    dst[r * ld + c] = from_f32<T>(x);
+    dst[r * ld + c] = from_f32<TD>(x);
   }
 }
 
@@ -163,29 +201,31 @@ __device__ void store_spart(const float* src, int ld, float* st, int64_t off, in
   }
 }
 
-// dst[i][j] = T(D1[i, j] * src[i][j]) (D1 with g = 2^lg) or, with decay == false, T(L ⊙ src).
+// dst[i][j] = T(D1[i, j] * src[i][j]) (D1 with g = 2^lg) or, with decay == false, T(L ⊙ src);
+// lo != nullptr: split (split_store).
 template <typename T>
-__device__ void mask_round(T* dst, int ldd, const float* src, int lds, int BT, float lg, bool decay) {
+__device__ void mask_round(T* dst, T* lo, int ldd, const float* src, int lds, int BT, float lg, bool decay) {
   for (int idx = threadIdx.x; idx < BT * BT; idx += blockDim.x) {
     const int i = idx / BT, j = idx - i * BT;
     float x = 0.0f;
     if (j <= i) x = decay ? src[i * lds + j] * exp2f(lg * float(i - j)) : src[i * lds + j];
-    dst[i * ldd + j] = from_f32<T>(x);
+    split_store(dst, lo, int64_t(i) * ldd + j, x);
   }
 }
 
 template <typename T>
-__device__ void round_tile(T* dst, int ldd, const float* src, int lds, int rows, int cols) {
+__device__ void round_tile(T* dst, T* lo, int ldd, const float* src, int lds, int rows, int cols) {
   for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
     const int i = idx / cols, j = idx - i * cols;
-    dst[i * ldd + j] = from_f32<T>(src[i * lds + j]);
+    split_store(dst, lo, int64_t(i) * ldd + j, src[i * lds + j]);
   }
 }
 
 // Everything a chunk kernel needs, by value.
 struct ChunkKParams {
   KParams k;       // variant, T, H, d, dv, N, eps, ridge, part offsets, decay
-  ChunkDims m;     // tile sizes (hla_chunk_plan.h)
+  ChunkDims m;     // tile sizes of the output kernels (hla_chunk_plan.h)
+  ChunkDims ms;    // tile sizes of the state kernels (float32 tiles)
   int32_t dvx, NT;
 };
 
@@ -209,21 +249,21 @@ hla2_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
                         float* __restrict__ ws) {
   HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
-  const ChunkDims& m = a.m;
+  const ChunkDims& m = a.ms;  // float32 tiles: the state stays float32-accurate
   const bool has_c = p.offC >= 0;
   const ChunkSmem L = chunk_smem(ChunkKind::kHLA2State, m, has_c);
   const int BT = m.BT, Dp = m.Dp, BK = m.BK, BV = m.BV, d = p.d, dv = p.dv, H = p.H, Tlen = p.T;
   const int ldq = Dp + m.hp, ldv = BV + m.hp, ldp = BT + m.fp, ldw = BT + m.hp;
   const int ldx = BV + m.fp, ldS = Dp + m.fp;
-  T* sq = tile_at<T>(smem, L.q);       // [BT, Dp]  Q
-  T* sk = tile_at<T>(smem, L.k);       // [BT, Dp]  K
-  T* skd = tile_at<T>(smem, L.kd);     // [BT, Dp]  diag(b) K
-  T* svd = tile_at<T>(smem, L.v);      // [BT, BV]  diag(b) V (value block)
+  float* sq = tile_at<float>(smem, L.q);       // [BT, Dp]  Q
+  float* sk = tile_at<float>(smem, L.k);       // [BT, Dp]  K
+  float* skd = tile_at<float>(smem, L.kd);     // [BT, Dp]  diag(b) K
+  float* svd = tile_at<float>(smem, L.v);      // [BT, BV]  diag(b) V (value block)
   float* sp = tile_at<float>(smem, L.p);   // [BT, BT] P = Q Kᵀ
-  T* sw = tile_at<T>(smem, L.w);           // [BT, BT] W = L ⊙ P
+  float* sw = tile_at<float>(smem, L.w);           // [BT, BT] W = L ⊙ P
   float* sx = tile_at<float>(smem, L.x);   // [Dp, BV] X
   float* sz = tile_at<float>(smem, L.z);   // [BT, BV] Z
-  T* szt = tile_at<T>(smem, L.zt);         // [BT, BV] Z rounded
+  float* szt = tile_at<float>(smem, L.zt);         // [BT, BV] Z rounded
   float* sS = tile_at<float>(smem, L.S);   // [BK, Dp] rows R of S
   float* sM = tile_at<float>(smem, L.M);   // [BK, BV] M (with n as column dv)
   float* sC = has_c ? tile_at<float>(smem, L.C) : nullptr;  // [BK, BV] C (with m)
@@ -259,12 +299,12 @@ hla2_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
     load_rows(skd, ldq, k, row0, H, d, 0, Dp, clen, BT, sb, -1);
     load_rows(svd, ldv, v, row0, H, dv, c0, BV, clen, BT, sb, p.normalize ? dv : -1);
     __syncthreads();
-    mm_act<T, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);   // P = Q Kᵀ
-    mm_act<T, true, false>(Dp, BV, BT, sq, ldq, svd, ldv, sx, ldx, 0.0f);  // X = Qᵀ Vd
+    mm_act<float, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);   // P = Q Kᵀ
+    mm_act<float, true, false>(Dp, BV, BT, sq, ldq, svd, ldv, sx, ldx, 0.0f);  // X = Qᵀ Vd
     __syncthreads();
-    mask_round(sw, ldw, sp, ldp, BT, lg, false);                            // W = L ⊙ P
+    mask_round(sw, static_cast<float*>(nullptr), ldw, sp, ldp, BT, lg, false);  // W = L ⊙ P
     __syncthreads();
-    mm_act<T, true, false>(BT, BV, BT, sw, ldw, svd, ldv, sz, ldx, 0.0f);  // Z = Wᵀ Vd
+    mm_act<float, true, false>(BT, BV, BT, sw, ldw, svd, ldv, sz, ldx, 0.0f);  // Z = Wᵀ Vd
     mm_fma(BK, BV, Dp, sS, ldS, 1, sx, ldx, 1, sM, ldx, gc, gc * gc, nullptr);  // M = gc² M + gc S X
     if (has_c) {
       for (int idx = threadIdx.x; idx < BK * BV; idx += blockDim.x) {
@@ -273,11 +313,11 @@ hla2_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
       }
     }
     __syncthreads();
-    round_tile(szt, ldv, sz, ldx, BT, BV);
+    round_tile(szt, static_cast<float*>(nullptr), ldv, sz, ldx, BT, BV);
     __syncthreads();
-    mm_act<T, true, false>(BK, BV, BT, skd + r0, ldq, szt, ldv, sM, ldx, 1.0f);          // M += Kdᵀ Z
-    if (has_c) mm_act<T, true, false>(BK, BV, BT, sq + r0, ldq, svd, ldv, sC, ldx, 1.0f);  // C += Qᵀ Vd
-    mm_act<T, true, false>(BK, Dp, BT, skd + r0, ldq, sk, ldq, sS, ldS, gc);              // S = gc S + Kdᵀ K
+    mm_act<float, true, false>(BK, BV, BT, skd + r0, ldq, szt, ldv, sM, ldx, 1.0f);          // M += Kdᵀ Z
+    if (has_c) mm_act<float, true, false>(BK, BV, BT, sq + r0, ldq, svd, ldv, sC, ldx, 1.0f);  // C += Qᵀ Vd
+    mm_act<float, true, false>(BK, Dp, BT, skd + r0, ldq, sk, ldq, sS, ldS, gc);              // S = gc S + Kdᵀ K
     __syncthreads();
   }
 }
@@ -306,6 +346,8 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   float* sp = tile_at<float>(smem, L.p);    // [BT, BT] P, then A
   T* sw = tile_at<T>(smem, L.w);            // [BT, BT] W, then D1 ⊙ A rounded
   T* swg = tile_at<T>(smem, L.wg);          // [BT, BT] Wg
+  T* swlo = L.wlo >= 0 ? tile_at<T>(smem, L.wlo) : nullptr;     // low halves (16-bit T only)
+  T* swglo = L.wglo >= 0 ? tile_at<T>(smem, L.wglo) : nullptr;
   float* sst = tile_at<float>(smem, L.st);  // [Dp, max(Dp, Vw)] S, then M, then C
   float* sg = tile_at<float>(smem, L.g);    // [BT, Dp] G
   float* so = tile_at<float>(smem, L.o);    // [BT, Vw] output numerator
@@ -336,10 +378,10 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   mm_act<T, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);          // P = Q Kᵀ
   mm_fma(BT, Dp, Dp, sq, ldq, 1, sst, ldst, 1, sg, ldg, 1.0f, 0.0f, sa1);       // G = diag(a1) Q S
   __syncthreads();
-  mask_round(sw, ldw, sp, ldp, BT, lg, false);                                   // W = L ⊙ P
-  mask_round(swg, ldw, sp, ldp, BT, lg, true);                                   // Wg = D1 ⊙ P
+  mask_round(sw, swlo, ldw, sp, ldp, BT, lg, false);                             // W = L ⊙ P
+  mask_round(swg, swglo, ldw, sp, ldp, BT, lg, true);                            // Wg = D1 ⊙ P
   __syncthreads();
-  mm_act<T, false, true>(BT, BT, BT, swg, ldw, sw, ldw, sp, ldp, 0.0f);         // A = Wg Wᵀ
+  mm_act<T, false, true>(BT, BT, BT, swg, swglo, ldw, sw, swlo, ldw, sp, ldp, 0.0f);  // A = Wg Wᵀ
   load_vpart(sst, ldst, wsc, p.offM, p.offn, d, dv, 0, Dp, 0, Vw);              // M (S is done)
   __syncthreads();
   mm_fma(BT, BT, Dp, sg, ldg, 1, sq, 1, ldq, sp, ldp, 1.0f, 1.0f, nullptr);      // A += G Qᵀ
@@ -351,9 +393,10 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
     __syncthreads();
     mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldst, 1, so, ldo, lam, 1.0f, sa1);      // o += λ diag(a1) Q C
   }
-  mask_round(sw, ldw, sp, ldp, BT, lg, true);                                    // D1 ⊙ A
+  mask_round(sw, swlo, ldw, sp, ldp, BT, lg, true);                              // D1 ⊙ A
   __syncthreads();
-  mm_act<T, false, false>(BT, Vw, BT, sw, ldw, sv, ldv, so, ldo, 1.0f);         // o += A V
+  mm_act<T, false, false>(BT, Vw, BT, sw, swlo, ldw, sv, static_cast<const T*>(nullptr), ldv, so, ldo,
+                          1.0f);                                                 // o += A V
   __syncthreads();
   for (int idx = threadIdx.x; idx < clen * dv; idx += blockDim.x) {
     const int i = idx / dv, j = idx - i * dv;
@@ -381,18 +424,18 @@ ahla_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
                         float* __restrict__ ws) {
   HLA_DYNAMIC_SMEM(smem);
   const KParams& p = a.k;
-  const ChunkDims& m = a.m;
+  const ChunkDims& m = a.ms;  // float32 tiles: the state stays float32-accurate
   const ChunkSmem L = chunk_smem(ChunkKind::kAHLAState, m, false);
   const int BT = m.BT, Dp = m.Dp, BV = m.BV, d = p.d, dv = p.dv, H = p.H, Tlen = p.T;
   const int ldq = Dp + m.hp, ldv = BV + m.hp, ldp = BT + m.fp, ldw = BT + m.hp, ldx = BV + m.fp;
-  T* sq = tile_at<T>(smem, L.q);            // [BT, Dp] Q
-  T* sk = tile_at<T>(smem, L.k);            // [BT, Dp] K
-  T* skd = tile_at<T>(smem, L.kd);          // [BT, Dp] diag(b) K
-  T* sv = tile_at<T>(smem, L.v);            // [BT, BV] V (value block, + ones column)
+  float* sq = tile_at<float>(smem, L.q);            // [BT, Dp] Q
+  float* sk = tile_at<float>(smem, L.k);            // [BT, Dp] K
+  float* skd = tile_at<float>(smem, L.kd);          // [BT, Dp] diag(b) K
+  float* sv = tile_at<float>(smem, L.v);            // [BT, BV] V (value block, + ones column)
   float* sp = tile_at<float>(smem, L.p);    // [BT, BT] Q Kᵀ
-  T* swg = tile_at<T>(smem, L.wg);          // [BT, BT] Wg
+  float* swg = tile_at<float>(smem, L.wg);          // [BT, BT] Wg
   float* sr = tile_at<float>(smem, L.r);    // [BT, BV] R
-  T* srt = tile_at<T>(smem, L.rt);          // [BT, BV] R rounded
+  float* srt = tile_at<float>(smem, L.rt);          // [BT, BV] R rounded
   float* sP = tile_at<float>(smem, L.P);    // [Dp, BV] P (with mK)
   float* sE = tile_at<float>(smem, L.E);    // [Dp, BV] E (with n)
   float* sa1 = tile_at<float>(smem, L.dec); // [BT] a1
@@ -427,17 +470,17 @@ ahla_chunk_state_kernel(const ChunkKParams a, const T* __restrict__ q, const T* 
     load_rows(skd, ldq, k, row0, H, d, 0, Dp, clen, BT, sb, -1);
     load_rows(sv, ldv, v, row0, H, dv, c0, BV, clen, BT, nullptr, p.normalize ? dv : -1);
     __syncthreads();
-    mm_act<T, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);      // Q Kᵀ
+    mm_act<float, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);      // Q Kᵀ
     mm_fma(BT, BV, Dp, sq, ldq, 1, sP, ldx, 1, sr, ldx, 1.0f, 0.0f, sa1);     // R = diag(a1) Q P
     __syncthreads();
-    mask_round(swg, ldw, sp, ldp, BT, lg, true);                               // Wg = D1 ⊙ Q Kᵀ
+    mask_round(swg, static_cast<float*>(nullptr), ldw, sp, ldp, BT, lg, true);  // Wg = D1 ⊙ Q Kᵀ
     __syncthreads();
-    mm_act<T, false, false>(BT, BV, BT, swg, ldw, sv, ldv, sr, ldx, 1.0f);    // R += Wg V
+    mm_act<float, false, false>(BT, BV, BT, swg, ldw, sv, ldv, sr, ldx, 1.0f);    // R += Wg V
     __syncthreads();
-    round_tile(srt, ldv, sr, ldx, BT, BV);
+    round_tile(srt, static_cast<float*>(nullptr), ldv, sr, ldx, BT, BV);
     __syncthreads();
-    mm_act<T, true, false>(Dp, BV, BT, skd, ldq, sv, ldv, sP, ldx, gc);       // P = gc P + Kdᵀ V
-    mm_act<T, true, false>(Dp, BV, BT, skd, ldq, srt, ldv, sE, ldx, gc);      // E = gc E + Kdᵀ R
+    mm_act<float, true, false>(Dp, BV, BT, skd, ldq, sv, ldv, sP, ldx, gc);       // P = gc P + Kdᵀ V
+    mm_act<float, true, false>(Dp, BV, BT, skd, ldq, srt, ldv, sE, ldx, gc);      // E = gc E + Kdᵀ R
     __syncthreads();
   }
 }
@@ -464,6 +507,8 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   float* sst = tile_at<float>(smem, L.st);  // [Dp, Vw] P, then E
   float* sr = tile_at<float>(smem, L.r);    // [BT, Vw] R
   T* srt = tile_at<T>(smem, L.rt);          // [BT, Vw] R rounded
+  T* swglo = L.wglo >= 0 ? tile_at<T>(smem, L.wglo) : nullptr;  // low halves (16-bit T only)
+  T* srtlo = L.rtlo >= 0 ? tile_at<T>(smem, L.rtlo) : nullptr;
   float* so = tile_at<float>(smem, L.o);    // [BT, Vw] numerator
   float* sa1 = tile_at<float>(smem, L.dec); // [BT] a1
 
@@ -486,15 +531,16 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
   mm_act<T, false, true>(BT, BT, Dp, sq, ldq, sk, ldq, sp, ldp, 0.0f);        // Q Kᵀ
   mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldx, 1, sr, ldx, 1.0f, 0.0f, sa1);      // R = diag(a1) Q P
   __syncthreads();
-  mask_round(swg, ldw, sp, ldp, BT, lg, true);                                 // Wg
+  mask_round(swg, swglo, ldw, sp, ldp, BT, lg, true);                          // Wg
   load_vpart(sst, ldx, wsc, p.offE, p.offn, d, dv, 0, Dp, 0, Vw);             // E (P is done)
   __syncthreads();
-  mm_act<T, false, false>(BT, Vw, BT, swg, ldw, sv, ldv, sr, ldx, 1.0f);      // R += Wg V
+  mm_act<T, false, false>(BT, Vw, BT, swg, swglo, ldw, sv, static_cast<const T*>(nullptr), ldv, sr, ldx,
+                          1.0f);                                               // R += Wg V
   mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldx, 1, so, ldx, 1.0f, 0.0f, sa1);      // o = diag(a1) Q E
   __syncthreads();
-  round_tile(srt, ldv, sr, ldx, BT, Vw);
+  round_tile(srt, srtlo, ldv, sr, ldx, BT, Vw);
   __syncthreads();
-  mm_act<T, false, false>(BT, Vw, BT, swg, ldw, srt, ldv, so, ldx, 1.0f);     // o += Wg R
+  mm_act<T, false, false>(BT, Vw, BT, swg, swglo, ldw, srt, srtlo, ldv, so, ldx, 1.0f);  // o += Wg R
   __syncthreads();
   for (int idx = threadIdx.x; idx < clen * dv; idx += blockDim.x) {
     const int i = idx / dv, j = idx - i * dv;
