@@ -173,3 +173,22 @@ def test_hla3_and_decode_are_not_chunked(emu, tmp_path):
         proc = subprocess.run([str(emu), str(variant_code), "1", str(T), "1", "8", "8", "0", "1e-6", "0", "0", "0",
                                str(inp), str(tmp_path / "out.bin")], stdout=subprocess.PIPE, text=True)
         assert proc.returncode == 2, (variant_code, T, proc.returncode)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("case", [CASES[4], CASES[7]], ids=lambda c: f"{c[0]}-norm{int(c[1])}-ridge{c[2]}-decay{c[3]}")
+def test_long_prefill(emu, tmp_path, case, dtype_name):
+    """T = 1000 (16 chunks, the last partial): the state stays float32-accurate over many chunks
+    (measured: <= 2.1e-6 here and at T = 4100), o at its own rounding floor."""
+    variant, normalize, ridge, dspec = case
+    B, T, H, d, dv = 1, 1000, 2, 64, 64
+    rng = np.random.default_rng(11)
+    decay = _decay(dspec, H, rng)
+    q, k, v = make_inputs(rng, B, T, H, d, dv, variant, normalize)
+    qx, kx, vx = (rounded(x, dtype_name) for x in (q, k, v))
+    st = random_state(rng, B, H, variant, d, dv, normalize, ridge, warm=True)
+    o_ref, st_ref = ref_recurrent(qx, kx, vx, st.astype(np.float64), variant, decay, normalize, 1e-6, ridge)
+    o, st_out = run_emu(emu, tmp_path, qx, kx, vx, st, variant, decay, normalize, 1e-6, ridge, dtype_name)
+    floor = rel_rms(rounded(o_ref, dtype_name), o_ref)
+    assert rel_rms(o, o_ref) < 1.5 * floor + 1e-6, (rel_rms(o, o_ref), floor)
+    assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)
