@@ -17,8 +17,9 @@
 // Decode (T == 1) streams the state from/to global memory once. Prefill (T > 1) copies the head's
 // state into shared memory when it fits (d = dv = 64: hla2 32 KB, hla3 48 KB), runs the tokens
 // there and writes it back once; otherwise it runs in global memory (L2-resident per token).
-// Parallelism is B*H blocks: prefill of a single short batch row uses few SMs (a tensor-core
-// chunked prefill is future work). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
+// Parallelism is B*H blocks. This token-serial kernel serves decode (T == 1), hla3 and prefills
+// without a workspace; hla2 / ahla prefills with a workspace take the chunked kernels
+// (hla_cuda_chunk.cuh). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
