@@ -473,3 +473,35 @@ def _check_float_to_half_and_bf16(capi, bits, rng):
     fb = capi.convert("bfloat16", True, bits)
     assert np.array_equal(np.isnan(fb), np.isnan(bb))
     assert np.array_equal(fb[~np.isnan(bb)], bb[~np.isnan(bb)])
+
+
+# ---------------------------------------------------------------------------------------------
+# the chunked CUDA prefill's plan (hla_chunk_plan.h): plain C++, checked here without a GPU
+# ---------------------------------------------------------------------------------------------
+SMEM_SM87 = 163 * 1024  # cudaDevAttrMaxSharedMemoryPerBlockOptin of Jetson Orin (sm_87)
+
+
+@pytest.mark.parametrize("variant,normalize,ridge", [("hla2", False, 0.0), ("hla2", True, 0.5),
+                                                     ("ahla", False, 0.0), ("ahla", True, 0.0)])
+@pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("d,dv", [(64, 64), (128, 128), (20, 36), (96, 160)])
+def test_chunk_plan_workspace_formula_and_sm87_budget(capi, variant, normalize, ridge, dtype_name, d, dv):
+    N = capi.state_size(variant, d, dv, normalize, ridge)
+    for B, T, H in ((1, 2, 1), (1, 2048, 8), (8, 8192, 8), (3, 4100, 5)):
+        c = capi.chunk_plan(variant, B, T, H, d, dv, normalize, ridge, dtype_name)
+        assert c["ok"], c
+        assert c["BT"] in (16, 32, 64)
+        assert c["NT"] == -(-T // c["BT"])
+        assert c["workspace"] == 4 * B * H * (c["NT"] + 1) * N           # per-chunk states + final
+        assert 0 < c["smem_state"] <= SMEM_SM87 and 0 < c["smem_out"] <= SMEM_SM87
+        assert c["nV"] == -(-(dv + int(normalize)) // (32 if -(-(dv + int(normalize)) // 16) % 2 == 0 else 16))
+    if (d, dv) == (64, 64) and dtype_name != "float32":
+        assert capi.chunk_plan(variant, 1, 2048, 8, d, dv, normalize, ridge, dtype_name)["BT"] == 64
+
+
+def test_chunk_plan_declines_decode_hla3_and_huge_heads(capi):
+    assert not capi.chunk_plan("hla2", 1, 1, 8, 64, 64)["ok"]          # decode: the serial kernel
+    assert capi.chunk_plan("hla2", 1, 1, 8, 64, 64)["workspace"] == 0
+    assert not capi.chunk_plan("hla3", 1, 512, 8, 64, 64)["ok"]        # hla3 stays token-serial
+    assert not capi.chunk_plan("hla2", 1, 512, 8, 512, 64)["ok"]       # d > 256
+    assert capi.chunk_plan("hla2", 1, 512, 8, 512, 64)["workspace"] == 0

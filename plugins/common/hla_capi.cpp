@@ -6,6 +6,7 @@
 // available from hla_capi_validate with the same arguments).
 #include <cstdint>
 
+#include "hla_chunk_plan.h"
 #include "hla_dtype.h"
 #include "hla_kernels.h"
 
@@ -93,6 +94,22 @@ HLA_CAPI int hla_capi_convert(int dtype, int direction, int64_t n, const void* i
   return 0;
 }
 
+// The chunked CUDA prefill's plan (hla_chunk_plan.h; plain C++, so also in CPU-only builds):
+// out[0..7] = ok, BT, NT, nK, nV, smem_state, smem_out, workspace bytes. Returns 0, -1 (invalid
+// params) or -2 (bad dtype).
+HLA_CAPI int hla_capi_chunk_plan(int variant, int B, int T, int H, int d, int dv, int normalize,
+                                 float eps, float ridge, const float* decay, int num_decay,
+                                 int dtype, int64_t* out) {
+  const hla::Params p = make_params(variant, B, T, H, d, dv, normalize, eps, ridge, decay, num_decay);
+  if (hla::validate(p) != nullptr) return -1;
+  if (dtype < 0 || dtype > 2) return -2;
+  const hla::ChunkPlan c = hla::chunk_plan(p, static_cast<hla::DType>(dtype));
+  const int64_t v[8] = {c.ok ? 1 : 0, c.dims.BT, c.NT, c.nK, c.nV, c.smem_state, c.smem_out,
+                        static_cast<int64_t>(c.workspace)};
+  for (int i = 0; i < 8; ++i) out[i] = v[i];
+  return 0;
+}
+
 HLA_CAPI int hla_capi_has_cuda(void) {
 #ifdef HLA_WITH_CUDA
   return 1;
@@ -112,6 +129,16 @@ HLA_CAPI int64_t hla_capi_cuda_workspace_size(int variant, int B, int T, int H, 
   return static_cast<int64_t>(hla::cuda_workspace_size(p, static_cast<hla::DType>(dtype)));
 }
 
+// 1 when forward_cuda with a workspace runs the chunked prefill on the current device, else 0.
+HLA_CAPI int hla_capi_cuda_prefill_chunked(int variant, int B, int T, int H, int d, int dv,
+                                           int normalize, float eps, float ridge,
+                                           const float* decay, int num_decay, int dtype) {
+  const hla::Params p = make_params(variant, B, T, H, d, dv, normalize, eps, ridge, decay, num_decay);
+  if (hla::validate(p) != nullptr || dtype < 0 || dtype > 2) return 0;
+  return hla::cuda_prefill_chunked(p, static_cast<hla::DType>(dtype)) ? 1 : 0;
+}
+
+// workspace == nullptr: the token-serial kernel (tests compare both paths).
 HLA_CAPI int hla_capi_forward_cuda(int variant, int B, int T, int H, int d, int dv, int normalize,
                                    float eps, float ridge, const float* decay, int num_decay,
                                    int dtype, const void* q, const void* k, const void* v,

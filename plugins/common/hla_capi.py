@@ -111,8 +111,12 @@ class Kernels:
         L.hla_capi_convert.restype = i
         L.hla_capi_convert.argtypes = [i, i, ctypes.c_int64, p, p]
         L.hla_capi_has_cuda.restype = i
+        L.hla_capi_chunk_plan.restype = i
+        L.hla_capi_chunk_plan.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i, p]
         self.has_cuda = bool(L.hla_capi_has_cuda())
         if self.has_cuda:
+            L.hla_capi_cuda_prefill_chunked.restype = i
+            L.hla_capi_cuda_prefill_chunked.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
             L.hla_capi_cuda_workspace_size.restype = ctypes.c_int64
             L.hla_capi_cuda_workspace_size.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
             L.hla_capi_forward_cuda.restype = i
@@ -140,6 +144,34 @@ class Kernels:
         if rc != 0:
             raise ValueError(f"hla_capi_convert returned {rc}")
         return out
+
+    def chunk_plan(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32"):
+        """The chunked CUDA prefill's plan (hla_chunk_plan.h) as a dict: ok, BT, NT, nK, nV,
+        smem_state, smem_out, workspace (bytes)."""
+        out = np.zeros(8, np.int64)
+        rc = self.lib.hla_capi_chunk_plan(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), 1e-6, ridge,
+                                          None, 0, DTYPE_CODES[dtype_name], _ptr(out))
+        if rc != 0:
+            raise ValueError(f"hla_capi_chunk_plan returned {rc}")
+        keys = ("ok", "BT", "NT", "nK", "nV", "smem_state", "smem_out", "workspace")
+        return {key: (bool(x) if key == "ok" else int(x)) for key, x in zip(keys, out)}
+
+    def cuda_workspace_size(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32",
+                            decay=None):
+        """Bytes of CUDA workspace forward_cuda needs (hla::cuda_workspace_size)."""
+        if not self.has_cuda:
+            raise RuntimeError(f"{self.path} was built without CUDA")
+        dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        return int(self.lib.hla_capi_cuda_workspace_size(
+            VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), 1e-6, ridge,
+            None if dec is None else _ptr(dec), 0 if dec is None else dec.size, DTYPE_CODES[dtype_name]))
+
+    def prefill_chunked(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32"):
+        """True when forward_cuda (chunked=True) runs the chunked prefill on the current device."""
+        if not self.has_cuda:
+            return False
+        return bool(self.lib.hla_capi_cuda_prefill_chunked(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize),
+                                                           1e-6, ridge, None, 0, DTYPE_CODES[dtype_name]))
 
     # -- forward ---------------------------------------------------------------------------
     def forward_cpu(self, q, k, v, state, *, variant="hla2", decay=None, normalize=False,
@@ -171,9 +203,12 @@ class Kernels:
         return o, state_out
 
     def forward_cuda(self, q, k, v, state, *, variant="hla2", decay=None, normalize=False,
-                     eps=1e-6, ridge=0.0, state_out=None, o=None, stream=None):
+                     eps=1e-6, ridge=0.0, state_out=None, o=None, stream=None, chunked=True, workspace=None):
         """torch CUDA tensors in/out (contiguous). Launches on `stream` (default: torch's
-        current stream). Returns (o, state_out); raises RuntimeError with the CUDA code."""
+        current stream). Returns (o, state_out); raises RuntimeError with the CUDA code.
+        chunked=False passes no workspace, which makes a prefill (T > 1) take the token-serial
+        kernel. `workspace`: a CUDA uint8 tensor of at least cuda_workspace_size bytes to reuse
+        (CUDA-graph capture); None allocates one per call."""
         import torch
         if not self.has_cuda:
             raise RuntimeError(f"{self.path} was built without CUDA")
@@ -194,13 +229,19 @@ class Kernels:
         args = (VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), eps, ridge,
                 None if dec is None else _ptr(dec), 0 if dec is None else dec.size, codes[q.dtype])
         ws_bytes = int(self.lib.hla_capi_cuda_workspace_size(*args))
-        ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
+        if workspace is not None:
+            if workspace.numel() < ws_bytes or not workspace.is_cuda:
+                raise ValueError(f"'workspace' must be a CUDA tensor of >= {ws_bytes} bytes")
+            ws = workspace
+        else:
+            ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
+        ws_ptr = _ptr(ws.data_ptr()) if chunked else None
         if stream is None:
             stream = torch.cuda.current_stream(q.device).cuda_stream
         rc = self.lib.hla_capi_forward_cuda(
             *args, _ptr(q.data_ptr()), _ptr(k.data_ptr()), _ptr(v.data_ptr()),
             _ptr(state.data_ptr()), _ptr(o.data_ptr()), _ptr(state_out.data_ptr()),
-            _ptr(ws.data_ptr()), ctypes.c_void_p(int(stream)))
+            ws_ptr, ctypes.c_void_p(int(stream)))
         if rc != 0:
             raise RuntimeError(f"hla_capi_forward_cuda returned {rc}")
         return o, state_out

@@ -17,16 +17,23 @@
 // Decode (T == 1) streams the state from/to global memory once. Prefill (T > 1) copies the head's
 // state into shared memory when it fits (d = dv = 64: hla2 32 KB, hla3 48 KB), runs the tokens
 // there and writes it back once; otherwise it runs in global memory (L2-resident per token).
-// Parallelism is B*H blocks: prefill of a single short batch row uses few SMs (a tensor-core
-// chunked prefill is future work). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
+// Parallelism is B*H blocks. This token-serial kernel serves decode (T == 1), hla3 and prefills
+// without a workspace; hla2 / ahla prefills with a workspace take the chunked kernels
+// (hla_cuda_chunk.cuh). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 #ifndef __CUDACC_RTC__  // NVRTC (tests/test_cuda12_build.py) compiles the device code only
 #include <cuda_runtime.h>
+
+#include <atomic>
+#include <mutex>
 #endif
 
 #include <cstdint>
 
+#include "hla_chunk_plan.h"
+#include "hla_cuda_params.h"
 #include "hla_kernels.h"
 #include "hla_layout.h"
 
@@ -36,15 +43,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;  // rows loaded ahead per thread in mat_pass
 
-// Everything a block needs, passed by value (per-head decay included).
-struct KParams {
-  int32_t variant, T, H, d, dv, normalize;
-  int64_t N;
-  float eps, ridge;
-  int64_t offS, offM, offn, offC, offm, offP, offE, offF, offmK;  // -1: part absent
-  int32_t num_decay;
-  float decay[kMaxHeads];
-};
+// KParams (hla_cuda_params.h): everything a block needs, passed by value (per-head decay included).
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
@@ -254,40 +253,70 @@ hla_forward_kernel(const KParams p, const TIn* __restrict__ q, const TIn* __rest
   }
 }
 
+template <bool C, typename A, typename B> struct Select { using type = A; };
+template <typename A, typename B> struct Select<false, A, B> { using type = B; };
+
+// Chunked prefill (T > 1, hla2 / ahla): hla2_chunk_state_kernel, hla2_chunk_out_kernel,
+// ahla_chunk_state_kernel, ahla_chunk_out_kernel.
+#define HLA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#include "hla_cuda_chunk.cuh"
+
 // ---- host code: launch configuration and the public entry points (not seen by NVRTC) ----------
 #ifndef __CUDACC_RTC__
-// Floats of dynamic shared memory per block (layout above the kernel).
+// Floats of dynamic shared memory per block of hla_forward_kernel (layout above the kernel).
 inline int64_t smem_floats(int d, int dv, int vec, int64_t state_floats) {
   const int64_t s = (state_floats + 3) / 4 * 4;
   return s + 3 * int64_t(d) + 3 * int64_t(dv) + int64_t(vec) * kThreads + 64;
 }
 
-KParams make_kparams(const Params& p) {
-  KParams k{};
-  k.variant = int32_t(p.variant);
-  k.T = p.T;
-  k.H = p.H;
-  k.d = p.d;
-  k.dv = p.dv;
-  k.normalize = p.normalize ? 1 : 0;
-  const StateLayout L = state_layout(p.variant, p.d, p.dv, p.normalize, p.ridge);
-  k.N = L.N;
-  k.eps = p.eps;
-  k.ridge = p.ridge;
-  k.offS = L.S; k.offM = L.M; k.offn = L.n; k.offC = L.C; k.offm = L.m;
-  k.offP = L.P; k.offE = L.E; k.offF = L.F; k.offmK = L.mK;
-  k.num_decay = p.decay == nullptr ? 0 : p.num_decay;
-  for (int i = 0; i < k.num_decay; ++i) k.decay[i] = p.decay[i];
-  return k;
+// ---- per-device caches: no attribute query and no cudaFuncSetAttribute per call ---------------
+constexpr int kMaxDevices = 64;
+
+// cudaDevAttrMaxSharedMemoryPerBlockOptin of `dev`, queried once per device.
+cudaError_t device_optin_smem(int dev, int* out) {
+  static std::atomic<int> cache[kMaxDevices];  // 0: not queried yet
+  if (dev >= 0 && dev < kMaxDevices) {
+    const int c = cache[dev].load(std::memory_order_relaxed);
+    if (c > 0) {
+      *out = c;
+      return cudaSuccess;
+    }
+  }
+  int v = 0;
+  const cudaError_t e = cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  *out = v;
+  return cudaSuccess;
+}
+
+// Raises `fn`'s dynamic shared-memory limit on `dev` to the device's opt-in maximum, once per
+// (kernel, device); calls needing <= 48 KB do nothing.
+cudaError_t allow_smem(const void* fn, int dev, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  struct Entry { const void* fn; int dev; };
+  static std::mutex mu;
+  static Entry done[256];
+  static int count = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  for (int i = 0; i < count; ++i)
+    if (done[i].fn == fn && done[i].dev == dev) return cudaSuccess;
+  int optin = 0;
+  cudaError_t e = device_optin_smem(dev, &optin);
+  if (e != cudaSuccess) return e;
+  if (bytes > size_t(optin)) return cudaErrorInvalidValue;
+  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+  if (e != cudaSuccess) return e;
+  if (count < 256) done[count++] = Entry{fn, dev};
+  return cudaSuccess;
 }
 
 template <int VEC, typename TIn, bool kSmemState>
-int launch(const KParams& kp, int64_t blocks, size_t smem, const void* q, const void* k,
+int launch(const KParams& kp, int64_t blocks, size_t smem, int dev, const void* q, const void* k,
            const void* v, const float* state_in, void* o, float* state_out, cudaStream_t stream) {
   auto kernel = hla_forward_kernel<VEC, TIn, kSmemState>;
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    const cudaError_t e = allow_smem(reinterpret_cast<const void*>(kernel), dev, smem);
     if (e != cudaSuccess) return int(e);
   }
   kernel<<<dim3(unsigned(blocks)), dim3(kThreads), smem, stream>>>(
@@ -297,39 +326,104 @@ int launch(const KParams& kp, int64_t blocks, size_t smem, const void* q, const 
 }
 
 template <typename TIn>
-int dispatch(const KParams& kp, int64_t blocks, int vec, bool smem_state, size_t smem,
+int dispatch(const KParams& kp, int64_t blocks, int vec, bool smem_state, size_t smem, int dev,
              const void* q, const void* k, const void* v, const float* si, void* o, float* so,
              cudaStream_t st) {
   if (vec == 4) {
-    return smem_state ? launch<4, TIn, true>(kp, blocks, smem, q, k, v, si, o, so, st)
-                      : launch<4, TIn, false>(kp, blocks, smem, q, k, v, si, o, so, st);
+    return smem_state ? launch<4, TIn, true>(kp, blocks, smem, dev, q, k, v, si, o, so, st)
+                      : launch<4, TIn, false>(kp, blocks, smem, dev, q, k, v, si, o, so, st);
   }
-  return smem_state ? launch<1, TIn, true>(kp, blocks, smem, q, k, v, si, o, so, st)
-                    : launch<1, TIn, false>(kp, blocks, smem, q, k, v, si, o, so, st);
+  return smem_state ? launch<1, TIn, true>(kp, blocks, smem, dev, q, k, v, si, o, so, st)
+                    : launch<1, TIn, false>(kp, blocks, smem, dev, q, k, v, si, o, so, st);
+}
+
+// The chunked prefill: the state kernel (states before every chunk -> workspace), then the output
+// kernel (o, and state_out from the workspace), both on `stream`.
+template <typename TIn>
+int launch_chunked(const Params& p, const ChunkPlan& plan, int dev, const void* q, const void* k,
+                   const void* v, const float* state_in, void* o, float* state_out, float* ws,
+                   cudaStream_t stream) {
+  ChunkKParams ck{};
+  ck.k = make_kparams(p);
+  ck.m = plan.dims;
+  ck.ms = plan.dims_state;
+  ck.dvx = plan.dvx;
+  ck.NT = plan.NT;
+  const bool hla2 = p.variant == Variant::kHLA2;
+  auto ks = hla2 ? hla2_chunk_state_kernel<TIn> : ahla_chunk_state_kernel<TIn>;
+  auto ko = hla2 ? hla2_chunk_out_kernel<TIn> : ahla_chunk_out_kernel<TIn>;
+  cudaError_t e = allow_smem(reinterpret_cast<const void*>(ks), dev, size_t(plan.smem_state));
+  if (e == cudaSuccess) e = allow_smem(reinterpret_cast<const void*>(ko), dev, size_t(plan.smem_out));
+  if (e != cudaSuccess) return int(e);
+  const unsigned bh = unsigned(int64_t(p.B) * p.H);
+  const TIn* tq = static_cast<const TIn*>(q);
+  const TIn* tk = static_cast<const TIn*>(k);
+  const TIn* tv = static_cast<const TIn*>(v);
+  ks<<<dim3(bh, unsigned(plan.nK), unsigned(plan.nV)), dim3(kChunkThreads), size_t(plan.smem_state),
+       stream>>>(ck, tq, tk, tv, state_in, ws);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return int(e);
+  ko<<<dim3(bh, unsigned(plan.NT < kChunkMaxGridY ? plan.NT : kChunkMaxGridY)), dim3(kChunkThreads), size_t(plan.smem_out), stream>>>(
+      ck, tq, tk, tv, ws, static_cast<TIn*>(o), state_out);
+  return int(cudaGetLastError());
+}
+
+// The chunked path applies: plan ok and the current device's opt-in limit holds its tiles.
+bool chunked_on_device(const ChunkPlan& plan, int* dev) {
+  if (!plan.ok) return false;
+  int optin = 0;
+  if (cudaGetDevice(dev) != cudaSuccess || device_optin_smem(*dev, &optin) != cudaSuccess) {
+    cudaGetLastError();  // clear; the serial path reports a real failure itself
+    return false;
+  }
+  return plan.smem_state <= optin && plan.smem_out <= optin;
 }
 
 #endif  // __CUDACC_RTC__
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-size_t cuda_workspace_size(const Params&, DType) { return 0; }
+size_t cuda_workspace_size(const Params& p, DType dtype) { return chunk_plan(p, dtype).workspace; }
+
+bool cuda_prefill_chunked(const Params& p, DType dtype) {
+  int dev = 0;
+  return chunked_on_device(chunk_plan(p, dtype), &dev);
+}
 
 int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
-                 const float* state_in, void* o, float* state_out, void* /*workspace*/,
+                 const float* state_in, void* o, float* state_out, void* workspace,
                  void* stream) {
   if (p.num_decay > kMaxHeads && p.decay != nullptr) return int(cudaErrorInvalidValue);
   const int64_t blocks = int64_t(p.B) * p.H;
   if (blocks < 1 || blocks > 0x7fffffff) return int(cudaErrorInvalidConfiguration);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int dev = 0;
+  if (p.T > 1 && workspace != nullptr) {  // chunked prefill (tensor cores for 16-bit inputs)
+    const ChunkPlan plan = chunk_plan(p, dtype);
+    if (chunked_on_device(plan, &dev)) {
+      float* ws = static_cast<float*>(workspace);
+      switch (dtype) {
+        case DType::kFloat32:
+          return launch_chunked<float>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
+        case DType::kFloat16:
+          return launch_chunked<__half>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
+        case DType::kBFloat16:
+          return launch_chunked<__nv_bfloat16>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
+      }
+      return int(cudaErrorInvalidValue);
+    }
+  }
+  // Token-serial kernel: decode (T == 1), hla3, no workspace, or tiles too large for the device.
   const KParams kp = make_kparams(p);
   const auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   const int vec = (p.d % 4 == 0 && p.dv % 4 == 0 && aligned(state_in) && aligned(state_out)) ? 4 : 1;
-  // Prefill keeps the head's state in shared memory when it fits the device's per-block limit.
+  // Serial prefill keeps the head's state in shared memory when it fits the device's limit.
   bool smem_state = false;
   size_t smem = size_t(smem_floats(p.d, p.dv, vec, 0)) * sizeof(float);
   if (p.T > 1) {
-    int dev = 0, optin = 48 * 1024;
+    int optin = 48 * 1024;
     cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess) e = device_optin_smem(dev, &optin);
     if (e != cudaSuccess) return int(e);
     const size_t with_state = size_t(smem_floats(p.d, p.dv, vec, kp.N)) * sizeof(float);
     if (with_state <= size_t(optin)) {
@@ -338,14 +432,13 @@ int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, con
     }
   }
   if (smem > 48 * 1024 && !smem_state) return int(cudaErrorInvalidValue);  // d, dv too large
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (dtype) {
     case DType::kFloat32:
-      return dispatch<float>(kp, blocks, vec, smem_state, smem, q, k, v, state_in, o, state_out, st);
+      return dispatch<float>(kp, blocks, vec, smem_state, smem, dev, q, k, v, state_in, o, state_out, st);
     case DType::kFloat16:
-      return dispatch<__half>(kp, blocks, vec, smem_state, smem, q, k, v, state_in, o, state_out, st);
+      return dispatch<__half>(kp, blocks, vec, smem_state, smem, dev, q, k, v, state_in, o, state_out, st);
     case DType::kBFloat16:
-      return dispatch<__nv_bfloat16>(kp, blocks, vec, smem_state, smem, q, k, v, state_in, o,
+      return dispatch<__nv_bfloat16>(kp, blocks, vec, smem_state, smem, dev, q, k, v, state_in, o,
                                      state_out, st);
   }
   return int(cudaErrorInvalidValue);

@@ -55,10 +55,15 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
                  const float* state_in, void* o, float* state_out, int num_threads);
 
 // CUDA forward on `stream` (a cudaStream_t passed as void* so this header needs no CUDA).
-// Device pointers; `workspace` must hold cuda_workspace_size(p, dtype) bytes (may be nullptr when
-// that is 0). Returns 0 (cudaSuccess) or the CUDA error code of the failed launch.
+// Device pointers; `workspace` must hold cuda_workspace_size(p, dtype) bytes (the chunked
+// prefill's per-chunk states; 0 for decode and hla3). A null workspace makes a prefill take the
+// token-serial kernel. Returns 0 (cudaSuccess) or the CUDA error code of the failed launch.
 // Only compiled when CUDA is available (HLA_WITH_CUDA).
 size_t cuda_workspace_size(const Params& p, DType dtype);
+// True when forward_cuda, given a workspace of cuda_workspace_size(p, dtype) bytes, runs the
+// chunked prefill on the current device (T > 1, hla2/ahla, tiles within the device's shared-memory
+// opt-in limit); false: the token-serial kernel (also what a null workspace gives).
+bool cuda_prefill_chunked(const Params& p, DType dtype);
 int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
                  const float* state_in, void* o, float* state_out, void* workspace, void* stream);
 

@@ -526,6 +526,19 @@ int main(int argc, char** argv) {
     p.num_decay = 4;
     CHECK(build->getWorkspaceSize(din, 4, dout, 2) == hla::cuda_workspace_size(p, hla::DType::kFloat16));
     CHECK(build->getWorkspaceSize(dinBf, 4, doutBf, 2) == hla::cuda_workspace_size(p, hla::DType::kBFloat16));
+    // The chunked prefill keeps the state before every chunk and the final state:
+    // 4 * B * H * (ceil(T / 64) + 1) * N bytes for the profile's largest B = 4, T = 64 (one chunk).
+    const size_t one_chunk = size_t(4) * 4 * size_t(H) * 2 * size_t(N);
+    CHECK(build->getWorkspaceSize(din, 4, dout, 2) == one_chunk);
+    CHECK(build->getWorkspaceSize(dinBf, 4, doutBf, 2) == one_chunk);
+    // Largest T = 1000: 16 chunks (the last one partial).
+    DynamicPluginTensorDesc longT[4] = {din[0], din[1], din[2], din[3]};
+    for (int i = 0; i < 3; ++i) longT[i].max.d[1] = 1000;
+    CHECK(build->getWorkspaceSize(longT, 4, dout, 2) == size_t(4) * 4 * size_t(H) * 17 * size_t(N));
+    // A decode-only profile (largest T = 1) runs the token-serial kernel: no workspace.
+    DynamicPluginTensorDesc decodeOnly[4] = {din[0], din[1], din[2], din[3]};
+    for (int i = 0; i < 3; ++i) decodeOnly[i].max.d[1] = 1;
+    CHECK(build->getWorkspaceSize(decodeOnly, 4, dout, 2) == 0);
   }
 
   // onShapeChange with concrete shapes.
