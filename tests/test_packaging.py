@@ -30,16 +30,16 @@ def _run(cmd, timeout=600, **kw):
 
 
 def _checkout_native_sources():
-    """Every file of the checkout's plugins/ that an installed package needs (not Python helpers,
-    not build outputs): git's list where there is one, else the files on disk outside build dirs."""
+    """The files of the checkout's plugins/ (what an installed package carries): git's list where
+    there is one, else the files on disk outside build folders and __pycache__."""
     try:
         listed = subprocess.run(["git", "ls-files", "plugins"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split()
         files = [ROOT / f for f in listed]
     except (OSError, subprocess.CalledProcessError):
         files = [p for p in (ROOT / "plugins").rglob("*")
-                 if p.is_file() and not p.relative_to(ROOT / "plugins").parts[0].startswith("build")]
-    return sorted(p.relative_to(ROOT / "plugins").as_posix() for p in files if p.suffix != ".py" and p.is_file())
+                 if not p.relative_to(ROOT / "plugins").parts[0].startswith("build") and "__pycache__" not in p.parts]
+    return sorted(p.relative_to(ROOT / "plugins").as_posix() for p in files if p.is_file())
 
 
 def _user_env(cache: Path, venv: Path) -> dict:
@@ -102,7 +102,7 @@ def test_installed_wheel_quickstart_from_another_directory(user_venv, tmp_path):
 
     record = site / "hla_deploy-0.1.0.dist-info" / "RECORD"
     installed = {line.split(",")[0] for line in record.read_text().splitlines() if line}
-    native = sorted(n[len(NATIVE):] for n in installed if n.startswith(NATIVE))
+    native = sorted(n[len(NATIVE):] for n in installed if n.startswith(NATIVE) and "__pycache__" not in n)
     assert native == _checkout_native_sources()
     assert not [n for n in installed if n.endswith(BUILD_OUTPUT_SUFFIXES) and "__pycache__" not in n]
 

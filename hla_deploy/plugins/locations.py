@@ -18,9 +18,10 @@
     keyed_build_dir(kind, key) -> Path  ``cache_dir()/build/<kind>-<key>``
 
 How the sources reach an installed package: pyproject.toml maps the package ``hla_deploy._native.plugins``
-to the repo folder ``plugins/`` (``[tool.setuptools.package-dir]``) and lists the native sources and CMake
-files as its package data, so a wheel and an sdist carry ``plugins/`` (sources only, no build outputs)
-as ``hla_deploy/_native/plugins/``. In a checkout the same folder is used in place.
+to the repo folder ``plugins/`` (``[tool.setuptools.package-dir]``; its subfolders are listed as its
+subpackages) and names the native sources and CMake files as package data, so a wheel and an sdist
+carry ``plugins/`` (sources only, no build outputs) as ``hla_deploy/_native/plugins/``. The repo
+layout is unchanged; in a checkout the same folder is used in place.
 """
 from __future__ import annotations
 
