@@ -165,3 +165,14 @@ def test_missing_onnxruntime_names_the_extras(monkeypatch):
         ort_install.require_onnxruntime()
     with pytest.raises(PluginBuildError, match=r"hla-deploy\[cpu\]"):
         build.onnxruntime_wheel_library()
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found (the build checks for it first)")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("HLA_DEPLOY_CACHE", str(a_file))
+    monkeypatch.delenv("HLA_DEPLOY_BUILD_DIR", raising=False)
+    with pytest.raises(PluginBuildError, match=r"cannot create the build directory .*a_file/build/ort-.*HLA_DEPLOY_CACHE"):
+        build.ort_library_path(build=True, verbose=False)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 from ..ort_install import INSTALL_HINT, onnxruntime_label
-from .cmake import PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, require_cmake
+from .cmake import (PluginBuildError, configure_and_build, ensure_build_dir, is_fresh, plugins_source_dir,
+                    require_cmake)
 from .locations import build_key, keyed_build_dir, source_digest
 
 ORT_OP_LIBRARY = "libhla_ort_op.so"
@@ -143,7 +144,7 @@ def cmake_build(targets: Sequence[str], cmake_args: Iterable[str] = (), *, with_
     require_cmake()
     plugins_source_dir()  # a clear error before fetching headers when the sources are absent
     info = build_info(with_cuda)
-    bdir = build_dir(with_cuda)
+    bdir = ensure_build_dir(build_dir(with_cuda))
     try:
         inc = ort_include_dir(fetch=True, verbose=verbose)
     except OrtHeadersError as e:

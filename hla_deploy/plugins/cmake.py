@@ -4,6 +4,7 @@
     repo_root() / plugins_source_dir()          the root holding plugins/, and plugins/ (checkout or
                                                 installed package: hla_deploy.plugins.locations)
     require_cmake()                             PluginBuildError when `cmake` is not on PATH
+    ensure_build_dir(bdir)                      mkdir, or PluginBuildError naming the folder
     build_lock(bdir)                            context manager: exclusive lock on <bdir>/.build.lock
     run_command(cmd, verbose)                   run; PluginBuildError with the output tail on failure
     configure_and_build(bdir, targets, args, key=...)
@@ -37,10 +38,20 @@ def require_cmake() -> None:
                                "(e.g. `apt-get install cmake g++` or `pip install cmake`)")
 
 
+def ensure_build_dir(bdir: Path) -> Path:
+    """Create ``bdir``; PluginBuildError naming it (and how to move it) when that fails."""
+    try:
+        Path(bdir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PluginBuildError(f"cannot create the build directory {bdir} ({e}); point HLA_DEPLOY_CACHE "
+                               f"(or HLA_DEPLOY_BUILD_DIR) at a writable folder") from e
+    return Path(bdir)
+
+
 @contextlib.contextmanager
 def build_lock(bdir: Path):
     """Serialise builds into ``bdir`` (parallel test processes must not race)."""
-    bdir.mkdir(parents=True, exist_ok=True)
+    ensure_build_dir(bdir)
     with open(bdir / ".build.lock", "w") as fh:
         try:
             import fcntl
