@@ -3,7 +3,6 @@
     ort_library_path(build=True) -> Path   libhla_ort_op.so (ONNX Runtime custom-op library)
     ort_runner_path(build=True)  -> Path   hla_runner (C++ runner linked against the wheel's ORT)
     cmake_build(targets, cmake_args=())    configure + build any target of the ORT build
-
     ort_library_fresh() -> bool            the library exists and was built for the current build key
     build_dir() / build_info()             where the build goes, and what its key is made of
 
@@ -17,9 +16,9 @@ with the command and the tail of its output. The CMake plumbing (lock, commands,
 ``hla_deploy.plugins.cmake``, shared with the TensorRT build.
 
 ONNX Runtime headers come from ``hla_deploy.plugins.ort_headers`` (``ONNXRUNTIME_INCLUDE_DIR`` or
-Debian's libonnxruntime-dev 1.21 unpacked into ``.deps/`` of a checkout, or ``<cache>/deps/``). The runner links the PyPI
-wheel's ``onnxruntime/capi/libonnxruntime.so.1.x.y`` through a symlink named by its SONAME,
-``<build>/ort_lib/libonnxruntime.so.1``.
+Debian's libonnxruntime-dev 1.21 unpacked into ``.deps/`` of a checkout, or ``<cache>/deps/``).
+The runner links the PyPI wheel's ``onnxruntime/capi/libonnxruntime.so.1.x.y`` through a symlink
+named by its SONAME, ``<build>/ort_lib/libonnxruntime.so.1``.
 """
 from __future__ import annotations
 
