@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq", type=int, default=2048, metavar="T",
                         help="largest tokens per call (prefill chunk; default: 2048)")
     parser.add_argument("--plugin", default=None, metavar="PATH",
-                        help="libhla_trt_plugin.so (default: built on first use, plugins/build-trt)")
+                        help="libhla_trt_plugin.so (default: hla_deploy.plugins.trt_plugin_path(), built on first "
+                             "use into the build cache)")
 
 
 def run(args: argparse.Namespace) -> int:

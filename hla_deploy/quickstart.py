@@ -3,7 +3,7 @@
 1. load the shipped trained checkpoint (hla_deploy/checkpoints/tiny-pystdlib/);
 2. export it to ONNX twice: the custom-op graph (one HLARecurrentStep node per layer) and the
    standard-op graph (plain ONNX ops, runs in stock onnxruntime);
-3. build (first use) or load the ONNX Runtime custom-op library;
+3. build (first use, into the per-user build cache) or reuse the ONNX Runtime custom-op library;
 4. run the parity harness on the CPU backends (torch, ort-cpu, onnx-standard) against the
    reference model and write its report;
 5. generate text from a prompt with ONNX Runtime (OrtHLASession.generate) and check it against
@@ -96,14 +96,17 @@ def run(args) -> int:
     # 3. ORT custom-op library ------------------------------------------------------------------
     try:
         from hla_deploy.plugins import ort_library_path
+        from hla_deploy.plugins.build import ort_library_fresh
         t0 = time.perf_counter()
+        reused = ort_library_fresh()
         library = Path(ort_library_path(build=True))
         t_lib = time.perf_counter() - t0
     except Exception as exc:
         print(f"hla-deploy quickstart: error: the ONNX Runtime custom-op library is not available: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    _step(3, f"ONNX Runtime custom-op library {library} ({t_lib:.1f}s)")
+    _step(3, f"ONNX Runtime custom-op library {library} "
+             f"({'reused from the build cache' if reused else 'built'}, {t_lib:.1f}s)")
 
     # 4. parity on the CPU backends -------------------------------------------------------------
     from hla_deploy.parity import run_parity

@@ -20,7 +20,8 @@ def test_readme_has_exactly_two_setup_commands():
     main, tests = _block(text, "main-command"), _block(text, "test-command")
     assert len(main.splitlines()) == 1 and len(tests.splitlines()) == 1
     assert "pip install torch==2.13.0" in main and main.endswith("hla-deploy quickstart")
-    assert "pip install -e '.[test]'" in tests and "pytest" in tests
+    assert "pip install -e '.[cpu]'" in main  # the CPU runtime: onnxruntime is an extra ([cpu] or [gpu])
+    assert "pip install -e '.[cpu,test]'" in tests and "pytest" in tests
     assert text.count("<!-- main-command -->") == 1 and text.count("<!-- test-command -->") == 1
 
 

@@ -3,7 +3,13 @@
     ort_library_path(build=True) -> Path    libhla_ort_op.so (hla_deploy::HLARecurrentStep)
     ort_runner_path(build=True)  -> Path    the C++ runner (plugins/ort_hla/hla_runner.cc)
     trt_plugin_path(build=True)  -> Path    the TensorRT plugin (hla_deploy.plugins.trt_build)
+    plugins_source_dir() -> Path            the native sources (checkout or installed package)
+    cache_dir() -> Path                     per-user cache: builds and downloaded headers
     PluginBuildError                        raised with a clear message when a build fails
+
+Builds go to ``$HLA_DEPLOY_BUILD_DIR`` or ``<cache_dir()>/build/<kind>-<key>/`` (the key hashes
+the sources, the onnxruntime version and the CUDA setting; see hla_deploy.plugins.build), never
+into the source tree or site-packages.
 
 Also the ``build-plugins`` subcommand of ``hla-deploy`` (``add_arguments`` / ``run``).
 Importing this module is cheap: nothing is built or imported until asked for.
@@ -17,9 +23,10 @@ import sys
 from pathlib import Path
 
 from .build import PluginBuildError, build_dir, cmake_build, ort_library_path, ort_runner_path
+from .locations import cache_dir, plugins_source_dir
 
-__all__ = ["PluginBuildError", "build_dir", "cmake_build", "ort_library_path", "ort_runner_path",
-           "trt_plugin_path", "add_arguments", "run"]
+__all__ = ["PluginBuildError", "build_dir", "cache_dir", "cmake_build", "ort_library_path", "ort_runner_path",
+           "plugins_source_dir", "trt_plugin_path", "add_arguments", "run"]
 
 
 def _trt_build_module():
@@ -41,7 +48,8 @@ def trt_plugin_path(build: bool = True) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-dir", default=None,
-                        help="CMake build directory (default: $HLA_DEPLOY_BUILD_DIR or <repo>/plugins/build)")
+                        help="CMake build directory (default: $HLA_DEPLOY_BUILD_DIR, else a folder per build key "
+                             "under $HLA_DEPLOY_CACHE/build, default ~/.cache/hla-deploy/build)")
     parser.add_argument("--with-cuda", choices=["auto", "on", "off"], default=None,
                         help="build the CUDA kernels and the ORT CUDA-EP op (default: on only when nvcc "
                              "and onnxruntime's CUDAExecutionProvider are both present)")
@@ -59,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     verbose = not args.quiet
     try:
         targets = ["hla_ort_op"] + ([] if args.no_runner else ["hla_runner"])
+        bdir = build_dir()
+        print(f"sources: {plugins_source_dir()}")
+        print(f"build directory: {bdir}" + ("" if os.environ.get("HLA_DEPLOY_BUILD_DIR")
+                                            else f" (cache {cache_dir()}; set HLA_DEPLOY_CACHE to move it)"),
+              flush=True)
         cmake_build(targets, verbose=verbose)  # stamps the targets (fresh for ort_library_path)
         print(f"ONNX Runtime custom-op library: {ort_library_path(build=False)}")
         if not args.no_runner:

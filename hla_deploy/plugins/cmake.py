@@ -1,18 +1,21 @@
 """CMake plumbing shared by the native builds (build.py: ONNX Runtime op, trt_build.py: TensorRT plugin).
 
     PluginBuildError                            raised by every build step, with a clear message
-    repo_root() / plugins_source_dir()          <repo> and <repo>/plugins (holding CMakeLists.txt)
+    repo_root() / plugins_source_dir()          the root holding plugins/, and plugins/ (checkout or
+                                                installed package: hla_deploy.plugins.locations)
     require_cmake()                             PluginBuildError when `cmake` is not on PATH
+    ensure_build_dir(bdir)                      mkdir, or PluginBuildError naming the folder
     build_lock(bdir)                            context manager: exclusive lock on <bdir>/.build.lock
     run_command(cmd, verbose)                   run; PluginBuildError with the output tail on failure
-    configure_and_build(bdir, targets, args)    cmake -S plugins -B bdir + cmake --build, under the
-                                                lock; stamps each target built (see below)
-    newest_source_mtime(subdirs)                newest native source under plugins/<subdirs>
-    is_fresh(output, bdir, target, subdirs)     output exists and was built after its sources changed
+    configure_and_build(bdir, targets, args, key=...)
+                                                cmake -S plugins -B bdir + cmake --build, under the
+                                                lock; stamps each target built with ``key`` (see below)
+    is_fresh(output, bdir, target, key)         output exists and was built for ``key``
 
-Freshness is judged by a stamp file ``<bdir>/.<target>.built`` touched after each successful build,
-not by the output's mtime: CMake leaves an up-to-date library alone, so after a source edit that
-does not change the library its mtime would stay old and every call would re-run CMake.
+Freshness is judged by a stamp file ``<bdir>/.<target>.built`` written after each successful build
+and holding the build's key (a hash of the sources, the onnxruntime version and the CUDA setting:
+hla_deploy.plugins.locations.build_key), not by mtimes: CMake leaves an up-to-date library alone,
+and a checkout of older sources would look older than the library.
 """
 from __future__ import annotations
 
@@ -24,27 +27,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-#: File suffixes that count as native sources (CMake scripts and the linker version script included).
-SOURCE_SUFFIXES = (".h", ".hpp", ".cc", ".cpp", ".cu", ".cuh", ".txt", ".cmake", ".map")
-
-
-class PluginBuildError(RuntimeError):
-    """A native plugin could not be built or found."""
-
-
-# ---- locations -----------------------------------------------------------------------------------
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def plugins_source_dir() -> Path:
-    src = repo_root() / "plugins"
-    if not (src / "CMakeLists.txt").is_file():
-        raise PluginBuildError(
-            f"native sources not found at {src} (plugins/CMakeLists.txt): build from a source checkout "
-            f"of hla-deploy (pip install -e .), or pass the library path explicitly")
-    return src
+from .locations import SOURCE_SUFFIXES, PluginBuildError, plugins_source_dir, repo_root  # noqa: F401
 
 
 # ---- running CMake -------------------------------------------------------------------------------
@@ -55,10 +38,20 @@ def require_cmake() -> None:
                                "(e.g. `apt-get install cmake g++` or `pip install cmake`)")
 
 
+def ensure_build_dir(bdir: Path) -> Path:
+    """Create ``bdir``; PluginBuildError naming it (and how to move it) when that fails."""
+    try:
+        Path(bdir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PluginBuildError(f"cannot create the build directory {bdir} ({e}); point HLA_DEPLOY_CACHE "
+                               f"(or HLA_DEPLOY_BUILD_DIR) at a writable folder") from e
+    return Path(bdir)
+
+
 @contextlib.contextmanager
 def build_lock(bdir: Path):
     """Serialise builds into ``bdir`` (parallel test processes must not race)."""
-    bdir.mkdir(parents=True, exist_ok=True)
+    ensure_build_dir(bdir)
     with open(bdir / ".build.lock", "w") as fh:
         try:
             import fcntl
@@ -81,9 +74,10 @@ def run_command(cmd: List[str], verbose: bool) -> None:
 
 
 def configure_and_build(bdir: Path, targets: Sequence[str], cmake_args: Iterable[str] = (), *,
-                        verbose: bool = True, jobs: Optional[int] = None) -> Path:
+                        key: str = "", verbose: bool = True, jobs: Optional[int] = None) -> Path:
     """Configure ``plugins/`` into ``bdir`` (Release, plus ``cmake_args``) and build ``targets``
-    (all when empty), holding the build lock; then stamp each target as built. Returns ``bdir``."""
+    (all when empty), holding the build lock; then stamp each target as built for ``key``.
+    Returns ``bdir``."""
     src = plugins_source_dir()
     with build_lock(bdir):
         run_command(["cmake", "-S", str(src), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release", *cmake_args],
@@ -92,35 +86,25 @@ def configure_and_build(bdir: Path, targets: Sequence[str], cmake_args: Iterable
         for t in targets:
             cmd += ["--target", t]
         run_command(cmd, verbose)
-        mark_built(bdir, *targets)
+        mark_built(bdir, key, *targets)
     return bdir
 
 
 # ---- freshness -----------------------------------------------------------------------------------
 
-def newest_source_mtime(subdirs: Sequence[str]) -> float:
-    """Newest modification time of plugins/CMakeLists.txt and the sources under plugins/<subdirs>."""
-    src = plugins_source_dir()
-    newest = (src / "CMakeLists.txt").stat().st_mtime
-    for sub in subdirs:
-        if not (src / sub).is_dir():
-            continue
-        for p in (src / sub).rglob("*"):
-            if p.is_file() and p.suffix in SOURCE_SUFFIXES:
-                newest = max(newest, p.stat().st_mtime)
-    return newest
-
-
 def stamp_file(bdir: Path, target: str) -> Path:
     return Path(bdir) / f".{target}.built"
 
 
-def mark_built(bdir: Path, *targets: str) -> None:
+def mark_built(bdir: Path, key: str, *targets: str) -> None:
     for t in targets:
-        stamp_file(bdir, t).touch()
+        stamp_file(bdir, t).write_text(key + "\n")
 
 
-def is_fresh(output: Path, bdir: Path, target: str, subdirs: Sequence[str]) -> bool:
-    """True when ``output`` exists and ``target``'s stamp is not older than its newest source."""
+def is_fresh(output: Path, bdir: Path, target: str, key: str) -> bool:
+    """True when ``output`` exists and ``target`` was last built (stamp) for ``key``."""
     stamp = stamp_file(bdir, target)
-    return output.is_file() and stamp.is_file() and stamp.stat().st_mtime >= newest_source_mtime(subdirs)
+    try:
+        return output.is_file() and stamp.read_text().strip() == key
+    except OSError:
+        return False

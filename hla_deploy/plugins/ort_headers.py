@@ -3,12 +3,14 @@
 Resolution order (``ort_include_dir()``):
 
 1. ``$ONNXRUNTIME_INCLUDE_DIR`` when set (must contain ``onnxruntime_cxx_api.h``);
-2. ``<repo>/.deps/onnxruntime-1.21/usr/include/onnxruntime`` when already unpacked;
+2. ``<deps>/onnxruntime-1.21/usr/include/onnxruntime`` when already unpacked, ``<deps>`` being
+   ``.deps/`` of a source checkout, or ``<cache>/deps/`` (``$HLA_DEPLOY_CACHE``, default
+   ``~/.cache/hla-deploy``) for an installed package (hla_deploy.plugins.locations.deps_dir);
 3. otherwise download Debian's ``libonnxruntime-dev`` package of suite ``trixie`` (ORT 1.21
    headers) with ``apt-get download``, through the Debian mirror that this machine's apt sources
    already name, using a private apt configuration (temporary sources list, lists and cache
    directories) so that the system's apt state is untouched; then ``dpkg-deb -x`` it into
-   ``<repo>/.deps/onnxruntime-1.21/`` (ignored by git).
+   ``<deps>/onnxruntime-1.21/`` (ignored by git; never site-packages).
 
 The op library is compiled against the 1.21 API (ORT_API_VERSION 21) and so loads into any
 ONNX Runtime >= 1.21. Run as ``python -m hla_deploy.plugins.ort_headers`` to fetch and print the
@@ -26,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from . import locations
+
 ORT_HEADERS_SUITE = "trixie"
 ORT_HEADERS_PACKAGE = "libonnxruntime-dev"
 ORT_HEADERS_DIRNAME = "onnxruntime-1.21"
@@ -37,12 +41,8 @@ class OrtHeadersError(RuntimeError):
     """The ONNX Runtime headers could not be found or fetched."""
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def deps_dir() -> Path:
-    return repo_root() / ".deps" / ORT_HEADERS_DIRNAME
+    return locations.deps_dir() / ORT_HEADERS_DIRNAME
 
 
 def _unpacked_include(root: Path) -> Optional[Path]:

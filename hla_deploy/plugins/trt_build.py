@@ -14,11 +14,13 @@ order:
    ``/usr/include/x86_64-linux-gnu``, ``/usr/local/TensorRT/include``, ``/usr/include``;
 3. the TensorRT 10.14 headers inside the PyPI wheel ``kernel-lens==2.0.1``
    (``kernel_lens/include/tensorrt``; an unofficial, slightly edited copy, used only to compile),
-   downloaded with ``pip download --no-deps`` into ``<repo>/.deps/`` (ignored by git) and unpacked
-   there. They are never installed, shipped or committed.
+   downloaded with ``pip download --no-deps`` into ``.deps/`` of a checkout (ignored by git), or
+   ``<cache>/deps/`` for an installed package (hla_deploy.plugins.locations), and unpacked there.
+   They are never installed, shipped or committed.
 
-The build directory is ``$HLA_DEPLOY_BUILD_DIR/trt`` or ``<repo>/plugins/build-trt/``: separate
-from the ONNX Runtime build (plugins/build), since it configures plugins/ with HLA_BUILD_ORT=OFF.
+The build directory is ``$HLA_DEPLOY_BUILD_DIR/trt``, else ``<cache>/build/trt-<key>/`` (the key a
+hash of the sources under plugins/{cmake,common,trt_hla}, the CUDA setting and the platform):
+separate from the ONNX Runtime build, since it configures plugins/ with HLA_BUILD_ORT=OFF.
 For deployment on a Jetson, build against the headers of the TensorRT you run (JetPack 6.1/6.2:
 TensorRT 10.3), e.g. ``TENSORRT_INCLUDE_DIR=/usr/include/aarch64-linux-gnu``.
 
@@ -36,7 +38,8 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from .cmake import PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, repo_root, require_cmake
+from . import locations
+from .cmake import PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, require_cmake
 
 TRT_PLUGIN_LIBRARY = "libhla_trt_plugin.so"
 TRT_PLUGIN_TARGET = "hla_trt_plugin"
@@ -55,11 +58,17 @@ _SYSTEM_INCLUDE_DIRS = (
 
 # ---- locations -------------------------------------------------------------------------------------
 
+def trt_build_key(with_cuda: Optional[str] = None) -> str:
+    """Hash of the plugin's sources (folder and contents), the CUDA setting and the platform."""
+    return locations.build_key([str(plugins_source_dir()), locations.source_digest(TRT_SOURCE_SUBDIRS),
+                                (with_cuda or _with_cuda_default()).upper(), shutil.which("nvcc") or "none"])
+
+
 def trt_build_dir() -> Path:
     env = os.environ.get("HLA_DEPLOY_BUILD_DIR")
     if env:
         return Path(env).expanduser().resolve() / "trt"
-    return repo_root() / "plugins" / "build-trt"
+    return locations.keyed_build_dir("trt", trt_build_key("ON"))
 
 
 def trt_plugin_file(build_dir: Optional[Path] = None) -> Path:
@@ -68,7 +77,7 @@ def trt_plugin_file(build_dir: Optional[Path] = None) -> Path:
 
 
 def deps_dir() -> Path:
-    return repo_root() / ".deps"
+    return locations.deps_dir()
 
 
 # ---- headers ---------------------------------------------------------------------------------------
@@ -178,7 +187,8 @@ def cmake_build_trt(targets: Sequence[str], *, include_dir: Optional[Path] = Non
             f"-DTENSORRT_INCLUDE_DIR={inc}"]
     if cuda_architectures:
         args.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_architectures}")
-    return configure_and_build(bdir, targets, [*args, *cmake_args], verbose=verbose, jobs=jobs)
+    return configure_and_build(bdir, targets, [*args, *cmake_args], key=trt_build_key(with_cuda),
+                               verbose=verbose, jobs=jobs)
 
 
 def build_trt_plugin(include_dir: Optional[Path] = None, *, build_dir: Optional[Path] = None,
@@ -200,7 +210,10 @@ def trt_plugin_path(build: bool = True, verbose: bool = True) -> Path:
     the build's stamp file, as for the ONNX Runtime library: CMake leaves an up-to-date library's
     mtime alone, so comparing the library's mtime would re-run CMake on every call)."""
     lib = trt_plugin_file()
-    if build and not is_fresh(lib, trt_build_dir(), TRT_PLUGIN_TARGET, TRT_SOURCE_SUBDIRS):
+    if build and not is_fresh(lib, trt_build_dir(), TRT_PLUGIN_TARGET, trt_build_key("ON")):
+        if verbose:
+            print(f"[hla-deploy] building {TRT_PLUGIN_LIBRARY} (first use for these sources) from "
+                  f"{plugins_source_dir()} into {trt_build_dir()}", file=sys.stderr, flush=True)
         build_trt_plugin(verbose=verbose)
     if not lib.is_file():
         raise PluginBuildError(f"TensorRT plugin library not found at {lib}"
@@ -213,7 +226,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hla_deploy.plugins.trt_build",
                                 description="Build the TensorRT plugin library libhla_trt_plugin.so")
     p.add_argument("--include-dir", default=None, help="TensorRT headers (default: found or fetched)")
-    p.add_argument("--build-dir", default=None, help="CMake build directory (default: plugins/build-trt)")
+    p.add_argument("--build-dir", default=None,
+                   help="CMake build directory (default: $HLA_DEPLOY_BUILD_DIR/trt or <cache>/build/trt-<key>)")
     p.add_argument("--cuda-architectures", default=None, help="e.g. '87;90' (default: 87 and 90)")
     args = p.parse_args(argv)
     try:

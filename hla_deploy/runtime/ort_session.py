@@ -56,7 +56,8 @@ class OrtHLASession(HLASessionBase):
     def __init__(self, onnx_path: Union[str, Path], device: str = "cpu",
                  library: Optional[Union[str, Path]] = None, *, device_id: int = 0,
                  intra_op_num_threads: Optional[int] = None, tf32: bool = False):
-        import onnxruntime as ort
+        from hla_deploy.ort_install import require_onnxruntime
+        ort = require_onnxruntime()  # an ImportError naming the extra ([cpu] / [gpu]) when missing
 
         self.path = Path(onnx_path)
         if self.path.is_dir():
@@ -98,7 +99,8 @@ class OrtHLASession(HLASessionBase):
             if "CUDAExecutionProvider" not in available:
                 raise RuntimeError(
                     f"device='cuda' needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
-                    f"({ort.__version__}) offers only {available}; install onnxruntime-gpu, or use device='cpu'")
+                    f"({ort.__version__}) offers only {available}; install onnxruntime-gpu instead "
+                    f"(`pip uninstall -y onnxruntime && pip install 'hla-deploy[gpu]'`), or use device='cpu'")
             providers = [("CUDAExecutionProvider", cuda_provider_options(self.device_id, tf32)),
                          "CPUExecutionProvider"]
         else:
