@@ -106,10 +106,11 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
     module, lm = _resolve(model)
     what = type(module).__name__
     module = copy.deepcopy(module).eval()
+    reference = module                              # float32: what verify.py compares against
     if dtype == "fp16":
-        module = module.half()
+        module = copy.deepcopy(module).half()
     if lm is not None:
-        module = lm_interface.LMExport(module)
+        module, reference = lm_interface.LMExport(module), lm_interface.LMExport(reference)
         if example_inputs is None:
             example_inputs = lm_interface.example_inputs(lm)
         elif isinstance(example_inputs, torch.Tensor) or len(example_inputs) == 1:
@@ -146,7 +147,7 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
         proto = lower_custom_nodes(proto)
     onnx.checker.check_model(proto, full_check=True)
     if verify:
-        verify_against_module(proto, module, args, fp16=(dtype == "fp16"), what=what)
+        verify_against_module(proto, reference, args, fp16=(dtype == "fp16"), what=what)
     meta = (lm_interface.metadata(lm.config, op, dtype) if lm is not None else {
         "hla_deploy.op_contract_version": str(hla_deploy.OP_CONTRACT_VERSION),
         "hla_deploy.version": hla_deploy.__version__, "hla_deploy.op": op, "hla_deploy.dtype": dtype})

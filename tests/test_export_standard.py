@@ -21,7 +21,7 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 
 from hla_deploy.exporters.export import build_onnx_model  # noqa: E402
-from hla_deploy.exporters.onnx_standard import standard_hla_graph  # noqa: E402
+from hla_deploy.exporters.onnx_standard import lower_custom_nodes, standard_hla_graph  # noqa: E402
 from hla_deploy.exporters.standard_math import hla_one_chunk  # noqa: E402
 from hla_deploy.models import HLAConfig, HLALanguageModel  # noqa: E402
 from reference import make_qkv, ref_hla, ref_state_size, rel_err, rel_rms  # noqa: E402
@@ -151,10 +151,25 @@ def _run_prefill_and_decode(model, sess, B=2, T=12, steps=20, seed=0):
         yield lt, st, lo, so
 
 
-@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
-def test_standard_export_matches_torch_prefill_and_20_decode_steps(name):
+def _standard(key, model, dtype, lm_custom_export):
+    """The op="standard" graph: exactly lower_custom_nodes of the (session-cached) custom export."""
+    return lower_custom_nodes(lm_custom_export("standard:" + key, model, dtype))
+
+
+def test_build_onnx_model_op_standard_is_the_lowered_custom_export(lm_custom_export):
+    name = "hla2-perhead-decay-normalize-ridge"
     model = _model(**MODEL_CONFIGS[name])
-    proto = build_onnx_model(model, op="standard", dtype="fp32")
+    direct = build_onnx_model(model, op="standard", dtype="fp32")
+    lowered = _standard(name, model, "fp32", lm_custom_export)
+    assert [n.op_type for n in direct.graph.node] == [n.op_type for n in lowered.graph.node]
+    assert {p.key: p.value for p in direct.metadata_props}["hla_deploy.op"] == "standard"
+    assert [o.domain for o in direct.opset_import] == [""]
+
+
+@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+def test_standard_export_matches_torch_prefill_and_20_decode_steps(name, lm_custom_export):
+    model = _model(**MODEL_CONFIGS[name])
+    proto = _standard(name, model, "fp32", lm_custom_export)
     assert not any(n.domain for n in proto.graph.node), "standard export must use standard ops only"
     assert [o.domain for o in proto.opset_import] == [""]
     sess = _session(proto)
@@ -173,7 +188,7 @@ def test_standard_export_matches_torch_prefill_and_20_decode_steps(name):
                                 dict(variant="hla3"),
                                 dict(variant="hla2", normalize=True, ridge=0.1)],
                          ids=["hla2-decay", "ahla-normalize", "hla3", "hla2-normalize-ridge"])
-def test_standard_export_is_exact_for_a_2048_token_prefill(kw):
+def test_standard_export_is_exact_for_a_2048_token_prefill(kw, lm_custom_export):
     """Tiny width, T = 2048 in one call: float32 graph vs the float64 torch model; and 1000 + 1048 == 2048."""
     cfg = HLAConfig(d_model=16, n_layers=1, n_heads=2, head_dim=4, value_dim=4, mlp_hidden=16, **kw)
     torch.manual_seed(0)
@@ -181,7 +196,7 @@ def test_standard_export_is_exact_for_a_2048_token_prefill(kw):
     ref = HLALanguageModel(cfg, attn_backend="chunk")
     ref.load_state_dict(model.state_dict())
     ref = ref.double().eval()
-    sess = _session(build_onnx_model(model, op="standard"))
+    sess = _session(_standard("2048:" + str(sorted(kw.items())), model, "fp32", lm_custom_export))
     ids = torch.randint(0, 256, (1, 2048), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         lt, st = ref(ids)
@@ -197,13 +212,15 @@ def test_standard_export_is_exact_for_a_2048_token_prefill(kw):
 
 
 @pytest.mark.parametrize("name", ["hla2-perhead-decay-normalize-ridge", "ahla-decay-normalize", "hla3"])
-def test_fp16_standard_export_runs_and_is_close_to_torch(name):
+def test_fp16_standard_export_runs_and_is_close_to_torch(name, lm_custom_export):
     """fp16 weights/activations, float32 state and logits; bound measured (module docstring)."""
     model = _model(**MODEL_CONFIGS[name])
-    proto = build_onnx_model(model, op="standard", dtype="fp16")
-    inits = {i.name: i.data_type for i in proto.graph.initializer}
-    assert inits["embed.weight"] == onnx.TensorProto.FLOAT16
-    assert inits["blocks.0.attn.q_proj.weight.T"] == onnx.TensorProto.FLOAT16
+    proto = _standard(name, model, "fp16", lm_custom_export)
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert inits["model.embed.weight"].data_type == onnx.TensorProto.FLOAT16
+    big = [i for i in inits.values() if int(np.prod(i.dims)) >= 32 * 8]   # the weight matrices
+    assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big), \
+        [(i.name, i.data_type) for i in big if i.data_type != onnx.TensorProto.FLOAT16]
     sess = _session(proto)
     assert [i.type for i in sess.get_inputs()] == ["tensor(int64)", "tensor(float)"]
     assert [o.type for o in sess.get_outputs()] == ["tensor(float)", "tensor(float)"]
