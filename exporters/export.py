@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -38,8 +39,7 @@ DTYPES = ("fp32", "fp16")
 ONNX_OPSET = 18
 
 
-class ExportError(ValueError):
-    """The model or an export option cannot be exported (message names the problem)."""
+from .errors import ExportError  # noqa: E402  (re-exported: hla_deploy.exporters.export.ExportError)
 
 
 def _check_options(op, dtype):
@@ -81,10 +81,14 @@ def _torch_onnx_export(module, args, dynamic_shapes, input_names, output_names, 
     except (ExportError, TypeError) as e:
         raise ExportError(f"torch.onnx.export of {what} failed: {e}") from e
     except Exception as e:  # torch.export / torch.onnx errors: keep their message, name the module
-        msg = str(e)
+        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         if len(msg) > 4000:
             msg = msg[:4000] + " ..."
-        raise ExportError(f"torch.onnx.export of {what} failed ({type(e).__name__}): {msg}") from e
+        lead = ""
+        for n, name, dim in re.findall(r"static shape of (\d+) for dimension inputs\['(\w+)'\]\.shape\[(\d+)\]", msg):
+            lead += (f"input {name!r} dim {dim} was asked to be dynamic but the model specialises it to {n} "
+                     f"(a literal size or a shape-dependent branch in its code); ")
+        raise ExportError(f"torch.onnx.export of {what} failed ({type(e).__name__}): {lead}{msg}") from e
     return program.model_proto
 
 

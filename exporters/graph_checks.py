@@ -12,8 +12,10 @@ from typing import Dict, List, Set
 
 from hla_deploy import OP_DOMAIN, OP_TYPE
 
+from .errors import ExportError
 
-class GraphCheckError(ValueError):
+
+class GraphCheckError(ExportError):
     """The exported graph does not have the interface an HLA export needs (message says why)."""
 
 
@@ -22,7 +24,9 @@ def hla_nodes(proto) -> List[object]:
 
 
 def _ancestors_of(proto, names: Set[str]) -> Set[str]:
-    producer = {o: n for n in proto.graph.node for o in n.output}
+    """Values the given ones are computed from (data flow only: not through Shape / Size, whose
+    outputs carry no data of their input; zeros of x's shape are not made from x)."""
+    producer = {o: n for n in proto.graph.node for o in n.output if n.op_type not in ("Shape", "Size")}
     seen, stack = set(), list(names)
     while stack:
         v = stack.pop()
