@@ -386,3 +386,22 @@ def test_wrong_graph_at_a_second_shape_is_refused_naming_the_input(tmp_path, mon
                                           r".*input 'x' dim 1 \('seq'"):
         export_onnx(layer, (torch.randn(2, 16, 8), layer.init_state(2)), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the example script's pieces
+def test_example_training_lowers_the_loss():
+    torch.manual_seed(0)
+    history = example.train(example.Forecaster(), steps=40, batch=8, seq=32, log_every=20)
+    assert [s for s, _ in history] == [1, 20, 40]
+    assert history[-1][1] < 0.7 * history[0][1]
+
+
+def test_example_step_by_step_runs_match_one_torch_pass(forecaster, ort_library):
+    args = forecaster.inputs(3, 64, seed=7)
+    ref = forecaster.torch(args)
+    zeros = [a.numpy() for a in args[1:]]
+    for sess in (_session(forecaster.custom, ort_library), _session(lower_custom_nodes(forecaster.custom))):
+        assert [o.name for o in sess.get_outputs()] == example.OUTPUT_NAMES
+        pred, s1, s2 = example.step_by_step(sess, args[0].numpy(), zeros, prefill=48)
+        for o, r in zip((pred, s1, s2), ref):
+            assert rel_err(torch.from_numpy(o), r) < 1e-4
