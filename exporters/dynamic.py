@@ -3,10 +3,10 @@
 Default when dynamic_shapes=None (what a user exporting a sequence model expects):
 - every tensor argument's dim 0 is the shared dynamic "batch";
 - every tensor argument of rank >= 2 that is not an HLA state has a dynamic dim 1, "seq";
-- an HLA state argument is one whose forward parameter name contains "state" (state, states,
-  state_1, ...); its batch dim is its first dim whose example size equals the batch of the
-  other arguments (dim 0 of [B, H, N]; dim 1 of a stacked [L, B, H, N] when L != B), and it has
-  no seq dim.
+- an HLA state argument is one the forward passes (or a view of which it passes) as the state of
+  an HLA call (found by running the forward once on the example), or whose parameter name contains
+  "state"; its batch dim is its first dim whose example size equals the batch of the other
+  arguments (dim 0 of [B, H, N]; dim 1 of a stacked [L, B, H, N] when L != B), and it has no seq dim.
 Anything else: pass dynamic_shapes as torch.export takes it (names as strings, or torch.export.Dim).
 """
 from __future__ import annotations
@@ -52,15 +52,40 @@ def positional_args(module, example_inputs) -> Tuple[Tuple[Any, ...], List[str]]
     return args, arg_names
 
 
-def default_dynamic_shapes(args, names) -> Dict[str, Optional[Dict[int, str]]]:
+def run_and_find_states(module, args):
+    """(the module's outputs on args, set of storage pointers of the tensors passed as `state` to
+    torch.ops.hla_deploy.hla_recurrent_step), from one forward under no_grad."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import hla_deploy.ops  # noqa: F401
+    op = torch.ops.hla_deploy.hla_recurrent_step.default
+    seen = set()
+
+    class _Probe(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, a=(), kw=None):
+            if func is op:
+                seen.add(a[3].untyped_storage().data_ptr())
+            return func(*a, **(kw or {}))
+
+    with torch.no_grad(), _Probe():
+        outputs = module(*args)
+    return outputs, seen
+
+
+def is_state(arg, name: str, state_storages=()) -> bool:
+    return isinstance(arg, torch.Tensor) and ("state" in name.lower()
+                                              or arg.untyped_storage().data_ptr() in state_storages)
+
+
+def default_dynamic_shapes(args, names, state_storages=()) -> Dict[str, Optional[Dict[int, str]]]:
     """The default dynamic dims (module docstring), keyed by forward parameter name."""
-    batch = next((a.shape[0] for a, n in zip(args, names)
-                  if isinstance(a, torch.Tensor) and a.dim() >= 1 and "state" not in n.lower()), None)
+    batch = next((a.shape[0] for a, n in zip(args, names) if isinstance(a, torch.Tensor) and a.dim() >= 1
+                  and not is_state(a, n, state_storages)), None)
     out: Dict[str, Optional[Dict[int, str]]] = {}
     for a, n in zip(args, names):
         if not isinstance(a, torch.Tensor) or a.dim() == 0:
             out[n] = None
-        elif "state" in n.lower():
+        elif is_state(a, n, state_storages):
             dims = [i for i, s in enumerate(a.shape) if batch is not None and s == batch]
             out[n] = {dims[0]: "batch"} if dims else None
         else:

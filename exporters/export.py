@@ -66,11 +66,15 @@ def _resolve(source):
 
 
 def _torch_onnx_export(module, args, dynamic_shapes, input_names, output_names, what):
+    import logging
     import warnings
 
     import torch
 
     from .torch_translation import translation_table
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")   # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -89,6 +93,8 @@ def _torch_onnx_export(module, args, dynamic_shapes, input_names, output_names, 
             lead += (f"input {name!r} dim {dim} was asked to be dynamic but the model specialises it to {n} "
                      f"(a literal size or a shape-dependent branch in its code); ")
         raise ExportError(f"torch.onnx.export of {what} failed ({type(e).__name__}): {lead}{msg}") from e
+    finally:
+        quiet.setLevel(level)
     return program.model_proto
 
 
@@ -101,7 +107,7 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
 
     import hla_deploy
     from . import graph_checks, lm_interface
-    from .dynamic import default_dynamic_shapes, positional_args, requested_dynamic_dims
+    from .dynamic import default_dynamic_shapes, positional_args, requested_dynamic_dims, run_and_find_states
     from .onnx_standard import lower_custom_nodes
     from .schema import register_hla_schema
     from .verify import verify_against_module
@@ -128,11 +134,14 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
         raise ExportError(f"export_onnx({what}): example_inputs is required for a module other than "
                           f"HLALanguageModel (a tuple of its forward's arguments, states included)")
     args, arg_names = positional_args(module, example_inputs)
+    try:
+        outputs, state_storages = run_and_find_states(module, args)
+    except Exception as e:
+        raise ExportError(f"export_onnx({what}): the module fails on example_inputs "
+                          f"({type(e).__name__}: {e})") from e
     if dynamic_shapes is None:
-        dynamic_shapes = default_dynamic_shapes(args, arg_names)
+        dynamic_shapes = default_dynamic_shapes(args, arg_names, state_storages)
     requested = requested_dynamic_dims(dynamic_shapes, arg_names)
-    with torch.no_grad():
-        outputs = module(*args)
     n_out = len([x for x in torch.utils._pytree.tree_leaves(outputs) if isinstance(x, torch.Tensor)])
     if output_names is None:
         output_names = [f"output_{i}" for i in range(n_out)]

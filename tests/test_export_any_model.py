@@ -405,3 +405,27 @@ def test_example_step_by_step_runs_match_one_torch_pass(forecaster, ort_library)
         pred, s1, s2 = example.step_by_step(sess, args[0].numpy(), zeros, prefill=48)
         for o, r in zip((pred, s1, s2), ref):
             assert rel_err(torch.from_numpy(o), r) < 1e-4
+
+
+def test_default_dynamic_shapes_find_states_by_their_use_not_only_their_name():
+    """States are the tensors the forward passes to the HLA op (any name, views of a stacked
+    state included); others get dynamic batch and seq."""
+    from hla_deploy.exporters.dynamic import default_dynamic_shapes, positional_args, run_and_find_states
+
+    class Stacked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = HLAAttention(8, 2, 4), HLAAttention(8, 2, 4, variant="ahla")
+
+        def forward(self, x, s, memo):        # s: [2 layers, B, H, N] stacked; memo: not a state
+            y, s0 = self.a(x, s[0])
+            y, s1 = self.b(y + memo, s[1])
+            return y, torch.stack([s0, s1])
+
+    m = Stacked()
+    assert m.a.state_size == m.b.state_size == 32          # hla2 d = dv = 4: 16 + 16; ahla: 2 * 16
+    s = torch.zeros(2, 3, 2, 32)
+    args, names = positional_args(m, (torch.randn(3, 5, 8), s, torch.randn(3, 5, 8)))
+    _, storages = run_and_find_states(m, args)
+    assert default_dynamic_shapes(args, names, storages) == {
+        "x": {0: "batch", 1: "seq"}, "s": {1: "batch"}, "memo": {0: "batch", 1: "seq"}}
