@@ -7,12 +7,14 @@ Tolerances (max |a - b| / max |b| unless said otherwise; measured values in brac
 - numpy one-chunk form vs float64 serial reference: 1e-10                       [~4e-15]
 - standard HLA graph (float32, ORT) vs float64 reference, state fed back: 2e-5  [<= 2.3e-7]
 - float32 standard model export vs float32 torch model, prefill + 20 decode steps: 1e-4 [<= 3.0e-6]
-- T = 2048 prefill, float32 graph vs float64 torch model: logits 2e-5 (relative RMS 2e-6), state 1e-5
+- T = 2048 prefill (the MODEL_CONFIGS models below), float32 graph vs float64 torch model: logits 2e-5 (relative RMS 2e-6), state 1e-5
   [<= 1.3e-6 (3.1e-7), 8.4e-7]; prefill of 1000 then 1048 tokens vs one 2048 prefill: 1e-5 [<= 1.9e-6]
 - fp16 export vs float32 torch model: logits relative RMS 3e-2 per call, state 1e-2
   [<= 1.46e-2 and 4.7e-3 for the MODEL_CONFIGS below; the custom op in ORT shows the same error,
   so it is the fp16 matmuls of the model, not the HLA lowering, that dominate]
 """
+import copy
+
 import numpy as np
 import onnx
 import pytest
@@ -183,20 +185,14 @@ def test_standard_export_matches_torch_prefill_and_20_decode_steps(name, lm_cust
     assert n == 21
 
 
-@pytest.mark.parametrize("kw", [dict(variant="hla2", decay=[1.0, 0.98]),
-                                dict(variant="ahla", decay=[1.0, 0.99], normalize=True),
-                                dict(variant="hla3"),
-                                dict(variant="hla2", normalize=True, ridge=0.1)],
-                         ids=["hla2-decay", "ahla-normalize", "hla3", "hla2-normalize-ridge"])
-def test_standard_export_is_exact_for_a_2048_token_prefill(kw, lm_custom_export):
-    """Tiny width, T = 2048 in one call: float32 graph vs the float64 torch model; and 1000 + 1048 == 2048."""
-    cfg = HLAConfig(d_model=16, n_layers=1, n_heads=2, head_dim=4, value_dim=4, mlp_hidden=16, **kw)
-    torch.manual_seed(0)
-    model = HLALanguageModel(cfg, attn_backend="chunk").eval()
-    ref = HLALanguageModel(cfg, attn_backend="chunk")
-    ref.load_state_dict(model.state_dict())
-    ref = ref.double().eval()
-    sess = _session(_standard("2048:" + str(sorted(kw.items())), model, "fp32", lm_custom_export))
+@pytest.mark.parametrize("name", ["hla2-untied", "ahla-decay-normalize", "hla3", "hla2-perhead-decay-normalize-ridge"])
+def test_standard_export_is_exact_for_a_2048_token_prefill(name, lm_custom_export):
+    """T = 2048 in one call: float32 graph vs the float64 torch model; and 1000 + 1048 == 2048
+    (the MODEL_CONFIGS models and their session-cached exports; undecayed heads included)."""
+    model = _model(**MODEL_CONFIGS[name])
+    ref = copy.deepcopy(model).double().eval()
+    ref.attn_backend = "chunk"
+    sess = _session(_standard(name, model, "fp32", lm_custom_export))
     ids = torch.randint(0, 256, (1, 2048), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         lt, st = ref(ids)
@@ -211,7 +207,7 @@ def test_standard_export_is_exact_for_a_2048_token_prefill(kw, lm_custom_export)
     assert rel_err(torch.from_numpy(sb), torch.from_numpy(so)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["hla2-perhead-decay-normalize-ridge", "ahla-decay-normalize", "hla3"])
+@pytest.mark.parametrize("name", ["hla2-perhead-decay-normalize-ridge", "hla3"])   # ahla fp16: test_export_custom
 def test_fp16_standard_export_runs_and_is_close_to_torch(name, lm_custom_export):
     """fp16 weights/activations, float32 state and logits; bound measured (module docstring)."""
     model = _model(**MODEL_CONFIGS[name])

@@ -165,7 +165,8 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
         q, k: [B, T, H, d]; v: [B, T, H, dv]; float32, float16, bfloat16 (computed in float32
             inside) or float64 (computed in float64).
         variant: "hla2" | "ahla" | "hla3".
-        decay: gamma in (0, 1]: a float, or 1 or H floats (sequence or 1-D tensor), per head.
+        decay: gamma in (0, 1]: a float, or 1 or H floats (sequence or 1-D tensor), per head; a fixed
+            attribute of the op (python floats, not trainable; a tensor is rejected while tracing).
         normalize: divide by the normaliser (+ eps). ridge: lambda >= 0 (hla2 only).
         initial_state: [B, H, N] float32 (float64 allowed with float64 q) or None (zeros).
         output_final_state: also return the state after the T tokens.
@@ -174,6 +175,10 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
             supports(variant, normalize, ridge, head_dim=d, value_dim=dv); otherwise "chunk" for
             T > 1, "recurrent" for T = 1.
         chunk_size: chunk length of the "chunk" backend (any int >= 1).
+
+    Every backend but "naive" runs through the torch custom op torch.ops.hla_deploy.hla_recurrent_step
+    (hla_deploy/ops/custom_op.py; "auto" is resolved inside it at run time, so tracing does not
+    specialise on T); gradients flow to q, k, v and initial_state.
 
     Returns:
         o [B, T, H, dv] in q's dtype, and final_state [B, H, N] (float32; float64 with float64 q)
