@@ -115,7 +115,7 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
     _check_options(op, dtype)
     module, lm = _resolve(model)
     what = type(module).__name__
-    module = copy.deepcopy(module).eval()
+    module = copy.deepcopy(module).cpu().eval()     # traced and checked on the CPU (a copy: yours is untouched)
     reference = module                              # float32: what verify.py compares against
     if dtype == "fp16":
         module = copy.deepcopy(module).half()
@@ -134,6 +134,7 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
         raise ExportError(f"export_onnx({what}): example_inputs is required for a module other than "
                           f"HLALanguageModel (a tuple of its forward's arguments, states included)")
     args, arg_names = positional_args(module, example_inputs)
+    args = torch.utils._pytree.tree_map(lambda a: a.detach().cpu() if isinstance(a, torch.Tensor) else a, args)
     try:
         outputs, state_storages = run_and_find_states(module, args)
     except Exception as e:
