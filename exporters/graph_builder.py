@@ -1,10 +1,9 @@
 """A small ONNX graph builder over onnx.helper: unique names, constants, initializers, model assembly.
 
-Used by every exporter here (lm_graph.py builds the language model with it, onnx_standard.py the
-standard-op lowering of HLARecurrentStep, onnx_custom.py the custom node). Graphs use opset
-ai.onnx 17 (supported by onnxruntime >= 1.13 and TensorRT 8.6+/10) and, for the custom node,
-hla_deploy 1; the IR version is pinned to 9 so that older runtimes load the file (onnx 1.23
-writes a newer IR by default).
+Used by onnx_standard.py (the standard-op lowering of HLARecurrentStep, spliced into exported
+graphs, and its stand-alone single-node graphs for tests and benchmarks). Stand-alone graphs use
+opset ai.onnx 17 and, for the custom node, hla_deploy 1, IR version 9; the ops the lowering emits
+mean the same in opset 18, the opset of model exports (exporters/export.py).
 """
 from __future__ import annotations
 

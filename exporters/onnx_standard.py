@@ -199,22 +199,6 @@ def standard_hla_graph(variant: str = "hla2", decay: Union[float, Sequence[float
     return gb.make_model()
 
 
-def standard_hla_emitter(config):
-    """emit_hla for lm_graph.build_lm_graph: the standard-op lowering per layer."""
-    from .onnx_custom import hla_node_attributes
-    attrs = hla_node_attributes(config)
-
-    def emit(gb, q, k, v, state, layer, act_type):
-        saved = gb.prefix
-        gb.prefix = f"{saved}blocks.{layer}.attn."   # readable node names
-        try:
-            return emit_hla_standard(gb, q, k, v, state, H=config.n_heads, d=config.head_dim,
-                                     dv=config.value_dim, act_type=act_type, **attrs)
-        finally:
-            gb.prefix = saved
-    return emit
-
-
 def lower_custom_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace every hla_deploy::HLARecurrentStep node of `model` by its standard-op lowering.
 

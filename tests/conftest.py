@@ -37,3 +37,18 @@ def ort_library():
         return ort_library_path(build=True)
     except PluginBuildError as e:
         pytest.fail(f"building the ORT custom-op library failed: {e}")
+
+
+@pytest.fixture(scope="session")
+def lm_custom_export():
+    """build(key, model, dtype="fp32") -> the op="custom" onnx.ModelProto of an HLALanguageModel,
+    cached per (key, dtype) for the session: a torch.onnx dynamo export takes seconds, and the
+    standard-op graph of a model is exactly lower_custom_nodes(that proto)."""
+    cache = {}
+
+    def build(key, model, dtype="fp32"):
+        from hla_deploy.exporters.export import build_onnx_model
+        if (key, dtype) not in cache:
+            cache[(key, dtype)] = build_onnx_model(model, op="custom", dtype=dtype)
+        return cache[(key, dtype)]
+    return build

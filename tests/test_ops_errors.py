@@ -187,8 +187,9 @@ def test_triton_backend_unavailable_is_a_clear_error(monkeypatch):
 
 
 def test_triton_backend_dispatch_arguments(monkeypatch):
-    """backend='triton' passes validated arguments (decay as H floats) to hla_attention_triton;
-    unsupported options give a clear ValueError."""
+    """backend='triton' passes validated arguments to hla_attention_triton through the custom op
+    (decay as given: 1 or H floats; the zero state for initial_state=None; the op always asks for
+    the final state); unsupported options give a clear ValueError."""
     seen = {}
     fake = types.ModuleType("hla_deploy.ops.triton")
     fake.is_available = lambda: True
@@ -197,13 +198,16 @@ def test_triton_backend_dispatch_arguments(monkeypatch):
     def hla_attention_triton(q, k, v, variant, decay, normalize, eps, ridge, initial_state, output_final_state):
         seen.update(variant=variant, decay=decay, normalize=normalize, eps=eps, ridge=ridge,
                     initial_state=initial_state, output_final_state=output_final_state)
-        return torch.zeros_like(v), None
+        return torch.zeros_like(v), initial_state.clone()
 
     fake.hla_attention_triton = hla_attention_triton
     _install_fake_triton(monkeypatch, fake)
     o, s = _call(backend="triton", variant="ahla", decay=0.5, normalize=True, eps=1e-3)
-    assert seen == dict(variant="ahla", decay=(0.5,) * H, normalize=True, eps=1e-3, ridge=0.0,
-                        initial_state=None, output_final_state=False)
+    state0 = seen.pop("initial_state")
+    assert seen == dict(variant="ahla", decay=[0.5], normalize=True, eps=1e-3, ridge=0.0,
+                        output_final_state=True)
+    assert state0.dtype == torch.float32 and tuple(state0.shape) == (B, H, 4 * 6 * 2 + 2 * 4)  # ahla N
+    assert not state0.any() and s is None
     with pytest.raises(ValueError, match=r"backend 'triton' does not support variant='hla2', normalize=False, "
                                          r"ridge=0.5"):
         _call(backend="triton", ridge=0.5)

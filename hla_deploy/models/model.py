@@ -1,6 +1,7 @@
 """HLALanguageModel: a byte-level language model whose token mixers are HLA (hla_deploy.ops).
 
-Exact forward (this is what exporters mirror; every op is a plain matmul / rsqrt / silu / add).
+Exact forward (the exporters trace this module with torch.export; every op is a plain matmul / rsqrt /
+silu / add, and the HLA mixer is hla_deploy.layers.HLAAttention, one HLARecurrentStep each).
 Shapes: B batch, T tokens, D = d_model, L = n_layers, H = n_heads, d = head_dim, dv = value_dim,
 F = mlp_hidden, V = vocab_size, N = config.state_size. `rms(x, w)` is
 
@@ -53,65 +54,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hla_deploy import ops as _ops
+from hla_deploy.layers import HLAAttention
+from hla_deploy.layers.norms import QK_L2_EPS, RMSNorm, l2_normalize, rms_norm  # noqa: F401 (re-exported)
 from hla_deploy.models.config import HLAConfig
 
-#: epsilon inside the L2 normalisation of q and k (part of the exported forward)
-QK_L2_EPS = 1e-6
 
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x * rsqrt(mean(x^2, -1) + eps) * weight, computed in float32 for fp16/bf16 inputs."""
-    xf = x.float() if x.dtype in _HALF else x
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * weight.to(y.dtype)).to(x.dtype)
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """x * rsqrt(sum(x^2, -1) + QK_L2_EPS) over the last (head) dim."""
-    xf = x.float() if x.dtype in _HALF else x
-    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + QK_L2_EPS)).to(x.dtype)
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm over the last dim with a learned weight (no bias). Parameter: `weight` [dim]."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
-
-
-class HLAMixer(nn.Module):
-    """q/k/v projections -> L2-normalised q, k -> HLA -> per-head RMSNorm -> output projection."""
-
-    def __init__(self, config: HLAConfig):
-        super().__init__()
-        c = config
-        self.config = c
-        self.q_proj = nn.Linear(c.d_model, c.n_heads * c.head_dim, bias=False)
-        self.k_proj = nn.Linear(c.d_model, c.n_heads * c.head_dim, bias=False)
-        self.v_proj = nn.Linear(c.d_model, c.n_heads * c.value_dim, bias=False)
-        self.head_norm = RMSNorm(c.value_dim, c.rms_eps)
-        self.o_proj = nn.Linear(c.n_heads * c.value_dim, c.d_model, bias=False)
-
-    def forward(self, h: torch.Tensor, state: Optional[torch.Tensor], backend: str,
-                return_state: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        c = self.config
-        B, T, _ = h.shape
-        q = l2_normalize(self.q_proj(h).view(B, T, c.n_heads, c.head_dim))   # [B, T, H, d]
-        k = l2_normalize(self.k_proj(h).view(B, T, c.n_heads, c.head_dim))   # [B, T, H, d]
-        v = self.v_proj(h).view(B, T, c.n_heads, c.value_dim)                # [B, T, H, dv]
-        o, new_state = _ops.hla_attention(
-            q, k, v, variant=c.variant, decay=c.decay, normalize=c.normalize, eps=c.eps,
-            ridge=c.ridge, initial_state=state, output_final_state=return_state, backend=backend)
-        o = self.head_norm(o)                                                # [B, T, H, dv]
-        return self.o_proj(o.reshape(B, T, c.n_heads * c.value_dim)), new_state
+def hla_mixer(config: HLAConfig, backend: str = "auto") -> HLAAttention:
+    """The token mixer of HLALanguageModel: an HLAAttention layer (L2-normalised q, k; per-head
+    RMSNorm of the output with eps rms_eps; no biases), parameters q_proj, k_proj, v_proj,
+    head_norm, o_proj as in the checkpoints."""
+    c = config
+    return HLAAttention(c.d_model, c.n_heads, c.head_dim, c.value_dim, variant=c.variant,
+                        decay=c.decay, normalize=c.normalize, eps=c.eps, ridge=c.ridge, qk_norm=True,
+                        head_norm=True, norm_eps=c.rms_eps, bias=False, backend=backend)
 
 
 class SwiGLU(nn.Module):
@@ -133,13 +88,13 @@ class HLABlock(nn.Module):
     def __init__(self, config: HLAConfig):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.rms_eps)
-        self.attn = HLAMixer(config)
+        self.attn = hla_mixer(config)
         self.mlp_norm = RMSNorm(config.d_model, config.rms_eps)
         self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor], backend: str,
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor],
                 return_state: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        a, new_state = self.attn(self.attn_norm(x), state, backend, return_state)
+        a, new_state = self.attn(self.attn_norm(x), state, return_state=return_state)
         x = x + a
         x = x + self.mlp(self.mlp_norm(x))
         return x, new_state
@@ -158,9 +113,9 @@ class HLALanguageModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.attn_backend = attn_backend
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList([HLABlock(config) for _ in range(config.n_layers)])
+        self.attn_backend = attn_backend
         self.norm = RMSNorm(config.d_model, config.rms_eps)
         if not config.tie_embeddings:
             self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -178,6 +133,16 @@ class HLALanguageModel(nn.Module):
                 nn.init.normal_(p, std=out_std)
             else:
                 nn.init.normal_(p, std=std)
+
+    @property
+    def attn_backend(self) -> str:
+        """The hla_attention backend of every mixer (setting it sets every block's attn.backend)."""
+        return self.blocks[0].attn.backend
+
+    @attn_backend.setter
+    def attn_backend(self, backend: str) -> None:
+        for block in self.blocks:
+            block.attn.backend = backend
 
     # ------------------------------------------------------------------ state
     @property
@@ -203,7 +168,10 @@ class HLALanguageModel(nn.Module):
         B, T = input_ids.shape
         if B < 1 or T < 1:
             raise ValueError(f"input_ids must have B >= 1 and T >= 1, got shape {tuple(input_ids.shape)}")
-        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if torch.compiler.is_compiling():   # value checks need data: not while tracing / exporting
+            lo, hi = 0, 0
+        else:
+            lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= c.vocab_size:
             raise ValueError(f"input_ids values must be in [0, {c.vocab_size}), got range [{lo}, {hi}]")
         if state is not None:
@@ -226,7 +194,7 @@ class HLALanguageModel(nn.Module):
         x = self.embed(input_ids.long())                                     # [B, T, D]
         new_states = []
         for i, block in enumerate(self.blocks):
-            x, s = block(x, None if state is None else state[i], self.attn_backend, return_state)
+            x, s = block(x, None if state is None else state[i], return_state)
             new_states.append(s)
         x = self.norm(x)
         w = self.embed.weight if self.config.tie_embeddings else self.lm_head.weight

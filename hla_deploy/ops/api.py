@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import custom_op as _custom_op  # noqa: F401  (registers torch.ops.hla_deploy.*)
 from .state import VARIANTS, state_size
 
 BACKENDS = ("auto", "naive", "recurrent", "chunk", "triton")
@@ -164,7 +165,8 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
         q, k: [B, T, H, d]; v: [B, T, H, dv]; float32, float16, bfloat16 (computed in float32
             inside) or float64 (computed in float64).
         variant: "hla2" | "ahla" | "hla3".
-        decay: gamma in (0, 1]: a float, or 1 or H floats (sequence or 1-D tensor), per head.
+        decay: gamma in (0, 1]: a float, or 1 or H floats (sequence or 1-D tensor), per head; a fixed
+            attribute of the op (python floats, not trainable; a tensor is rejected while tracing).
         normalize: divide by the normaliser (+ eps). ridge: lambda >= 0 (hla2 only).
         initial_state: [B, H, N] float32 (float64 allowed with float64 q) or None (zeros).
         output_final_state: also return the state after the T tokens.
@@ -174,20 +176,32 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
             T > 1, "recurrent" for T = 1.
         chunk_size: chunk length of the "chunk" backend (any int >= 1).
 
+    Every backend but "naive" runs through the torch custom op torch.ops.hla_deploy.hla_recurrent_step
+    (hla_deploy/ops/custom_op.py; "auto" is resolved inside it at run time, so tracing does not
+    specialise on T); gradients flow to q, k, v and initial_state.
+
     Returns:
         o [B, T, H, dv] in q's dtype, and final_state [B, H, N] (float32; float64 with float64 q)
         or None when output_final_state is False.
     """
+    if isinstance(decay, torch.Tensor) and torch.compiler.is_compiling():
+        raise TypeError("hla_attention: decay given as a tensor cannot be read while tracing "
+                        "(torch.export / torch.onnx.export / torch.compile): pass python floats (decay is "
+                        "a fixed attribute of the HLARecurrentStep node, not a trainable parameter)")
     decays, normalize, eps, ridge = _validate(q, k, v, variant, decay, normalize, eps, ridge,
                                               initial_state, backend, chunk_size)
-    if backend == "naive" and output_final_state:
-        raise ValueError("backend 'naive' does not compute a state; output_final_state=True needs "
-                         "backend 'chunk' or 'recurrent'")
-    T, d, dv = q.shape[1], q.shape[3], v.shape[3]
-    if backend == "auto":
-        backend = _auto_backend(q.is_cuda, q.dtype, T, variant, normalize, ridge, d, dv)
-
-    if backend == "triton":
+    if backend == "naive":
+        if output_final_state:
+            raise ValueError("backend 'naive' does not compute a state; output_final_state=True needs "
+                             "backend 'chunk' or 'recurrent'")
+        from .naive import naive_hla
+        cdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        gamma = torch.tensor(decays, dtype=cdtype, device=q.device)  # [H]
+        return naive_hla(q.to(cdtype), k.to(cdtype), v.to(cdtype), variant, gamma, normalize, eps,
+                         ridge).to(q.dtype), None
+    B, T, H, d = q.shape
+    dv = v.shape[3]
+    if backend == "triton" and not torch.compiler.is_compiling():
         triton_ops = _triton_module()
         if not triton_ops.is_available():
             raise RuntimeError("backend 'triton' is unavailable: hla_deploy.ops.triton.is_available() "
@@ -196,20 +210,14 @@ def hla_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, variant:
             raise ValueError(f"backend 'triton' does not support variant={variant!r}, normalize={normalize}, "
                              f"ridge={ridge}, d={d}, dv={dv} (see hla_deploy.ops.triton.supports); "
                              f"use backend 'chunk'")
-        return triton_ops.hla_attention_triton(q, k, v, variant, decays, normalize, eps, ridge,
-                                               initial_state, output_final_state)
-
-    cdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    qc, kc, vc = q.to(cdtype), k.to(cdtype), v.to(cdtype)
-    gamma = torch.tensor(decays, dtype=cdtype, device=q.device)  # [H]
-    state0 = None if initial_state is None else initial_state.to(cdtype)
-    if backend == "naive":
-        from .naive import naive_hla
-        return naive_hla(qc, kc, vc, variant, gamma, normalize, eps, ridge).to(q.dtype), None
-    if backend == "recurrent":
-        from .recurrent import recurrent_hla
-        o, state = recurrent_hla(qc, kc, vc, variant, gamma, normalize, eps, ridge, state0)
-    else:
-        from .chunk import chunk_hla
-        o, state = chunk_hla(qc, kc, vc, variant, gamma, normalize, eps, ridge, state0, int(chunk_size))
-    return o.to(q.dtype), (state if output_final_state else None)
+    if initial_state is None:
+        sdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        initial_state = q.new_zeros(B, H, state_size(variant, d, dv, normalize, ridge), dtype=sdtype)
+    # decay as given (1 or H values) becomes the `decay` attribute of the exported node
+    one_value = isinstance(decay, numbers.Real) or (not isinstance(decay, torch.Tensor) and len(decay) == 1) \
+        or (isinstance(decay, torch.Tensor) and decay.numel() == 1)
+    o, state = torch.ops.hla_deploy.hla_recurrent_step(
+        q, k, v, initial_state, variant, list(decays[:1] if one_value else decays), normalize, eps, ridge,
+        backend,
+        int(chunk_size))
+    return o, (state if output_final_state else None)
