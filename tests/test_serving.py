@@ -162,3 +162,23 @@ def test_bad_input_is_error_naming_sequence(server):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException, match=r"901.*outside"):
         infer(client, grpcclient, 901, [1, 999], start=True, end=True)
+
+
+def test_direct_strategy_interleaved(onnx_model, ort_library, reference, tmp_path):
+    """The `direct` strategy (null requests with READY = 0 in its batches) on its own server."""
+    from hla_deploy.serving.repository import write_repository
+    from hla_deploy.serving.server import TritonServer
+    repo = write_repository(onnx_model, tmp_path / "repo", max_sequences=4, idle_timeout_s=IDLE_S,
+                            strategy="direct", op_library=ort_library)
+    seqs = {1: [[1, 2, 3], [4], [5]], 2: [[7, 8], [9], [10]], 3: [[11], [12], [13]]}
+    got = {k: [] for k in seqs}
+    with TritonServer(repo) as srv:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        for i in range(3):
+            for k in seqs:
+                got[k].append(infer(client, grpcclient, k, seqs[k][i], start=i == 0, end=i == 2))
+        with pytest.raises(InferenceServerException, match="sequence 99"):
+            infer(client, grpcclient, 99, [1])
+    for k, chunks in seqs.items():
+        for g, w in zip(got[k], ref_logits(reference, chunks)):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"sequence {k}")
