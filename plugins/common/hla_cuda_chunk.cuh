@@ -221,11 +221,11 @@ template <typename T> struct HalfRange { static constexpr bool value = false; };
 template <> struct HalfRange<__half> { static constexpr bool value = true; };
 constexpr float kHalfSplitMax = 16384.0f;  // |x / s| stays below this (float16 max 65504)
 
-// The power of two s >= 1 with max_j |row[j]| / s < kHalfSplitMax (j < n); 1 for non-finite rows
+// The power of two s >= 1 with max_j |row[j * stride]| / s < kHalfSplitMax (j < n); 1 for non-finite rows
 // (their output is non-finite anyway).
-__device__ __forceinline__ float pow2_scale_for(const float* row, int n) {
+__device__ __forceinline__ float pow2_scale_for(const float* row, int n, int stride = 1) {
   float amax = 0.0f;
-  for (int j = 0; j < n; ++j) amax = fmaxf(amax, fabsf(row[j]));
+  for (int j = 0; j < n; ++j) amax = fmaxf(amax, fabsf(row[int64_t(j) * stride]));
   if (!(amax >= kHalfSplitMax) || !(amax <= 3.4e38f)) return 1.0f;
   int e = 0;
   frexpf(amax / kHalfSplitMax, &e);  // amax / kHalfSplitMax = m 2^e, m in [0.5, 1)
@@ -571,14 +571,29 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
                           1.0f);                                               // R += Wg V
   mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldx, 1, so, ldx, 1.0f, 0.0f, sa1);      // o = diag(a1) Q E
   __syncthreads();
+  // fp16: R ~ Σ (q_i·k_t) v_t grows with T (the normaliser's ones column first) and can leave
+  // float16's range while o does not. Column j of R goes in as R_j / s_j (a power of two, exact),
+  // o_j = s_j (o_j / s_j + Wg (R_j / s_j)). sp (Q Kᵀ) is free after Wg: it holds s (Vw <= its size).
+  float* scs = sp;
+  if constexpr (HalfRange<T>::value) {
+    for (int j = threadIdx.x; j < Vw; j += blockDim.x) scs[j] = pow2_scale_for(sr + j, BT, ldx);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BT * Vw; idx += blockDim.x) {
+      const int i = idx / Vw, j = idx - i * Vw;
+      sr[i * ldx + j] /= scs[j];
+      so[i * ldx + j] /= scs[j];
+    }
+    __syncthreads();
+  }
   round_tile(srt, srtlo, ldv, sr, ldx, BT, Vw);
   __syncthreads();
   mm_act<T, false, false>(BT, Vw, BT, swg, swglo, ldw, srt, srtlo, ldv, so, ldx, 1.0f);  // o += Wg R
   __syncthreads();
   for (int idx = threadIdx.x; idx < clen * dv; idx += blockDim.x) {
     const int i = idx / dv, j = idx - i * dv;
-    float x = so[i * ldx + j];
-    if (p.normalize) x /= so[i * ldx + dv] + p.eps;
+    const bool sc = HalfRange<T>::value;
+    float x = so[i * ldx + j] * (sc ? scs[j] : 1.0f);
+    if (p.normalize) x /= so[i * ldx + dv] * (sc ? scs[dv] : 1.0f) + p.eps;
     o[(row0 + int64_t(i) * H) * dv + j] = from_f32<T>(x);
   }
   if (c == NT - 1) {
