@@ -31,8 +31,9 @@
 //   (W, Wg, A, R) go in SPLIT as hi + lo in the input type (mm_act), ~fp32 accuracy
 //   (fp16: 22 bits; bf16: 16 bits), so o carries essentially only its final rounding. Products
 //   with a float32 state operand (G = Q S, Q M, Q C, Q P, Q E) and G Qᵀ use fp32 FMA.
-//   fp16 caveat: a split operand beyond 65504 overflows (A ~ |S| ~ T for aligned keys and no
-//   decay: T of order 6e4); bf16 has float32's range.
+//   fp16: A (hla2, ~ q_iᵀ S q_j) and R (ahla) grow with T and leave float16's range long before
+//   o does; they go in divided by a power of two per row of A / column of R (pow2_scale_for),
+//   undone in float32 on o. bf16 has float32's range.
 // - float32 inputs: fp32 FMA everywhere (no TF32).
 // Thread/tile conventions: 256 threads; activation tiles [rows][cols + hp] in the input type,
 // float tiles [rows][cols + fp]; mm_* helpers are block-wide and need __syncthreads() around them
