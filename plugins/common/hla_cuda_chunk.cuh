@@ -249,6 +249,19 @@ struct ChunkKParams {
   int32_t dvx, NT;
 };
 
+#ifndef __CUDACC_RTC__
+// The kernels' parameters for a ChunkPlan (host: hla_cuda.cu launch_chunked, tests/native/chunk_emu.cpp).
+inline ChunkKParams make_chunk_kparams(const Params& p, const ChunkPlan& plan) {
+  ChunkKParams ck{};
+  ck.k = make_kparams(p);
+  ck.m = plan.dims;
+  ck.ms = plan.dims_state;
+  ck.dvx = plan.dvx;
+  ck.NT = plan.NT;
+  return ck;
+}
+#endif
+
 __device__ __forceinline__ float chunk_gamma(const KParams& p, int h) {
   return p.num_decay == 0 ? 1.0f : (p.num_decay == 1 ? p.decay[0] : p.decay[h]);
 }
