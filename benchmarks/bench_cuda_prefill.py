@@ -14,8 +14,8 @@ replayed `--reps` times; ms = median of CUDA-event times per replay. Decode (T =
 L = 12 layers with distinct states stepped in one graph (states do not stay in L2 between steps
 of the same layer, as in a model), us per layer = median / L.
 Output: one JSON object per measurement, then (last line) one summary object
-{"benchmark": "cuda_prefill", "device": ..., "prefill": [...], "decode": [...], "targets": [...]}.
-Without a CUDA device: {"benchmark": "cuda_prefill", "skipped": "no CUDA device"} and exit 0.
+{"benchmark": "bench_cuda_prefill", "device": ..., "prefill": [...], "decode": [...], "targets": [...]}.
+Without a CUDA device: {"benchmark": "bench_cuda_prefill", "skipped": "no CUDA device"} and exit 0.
 Targets (issue #11, H200, fp16 and bf16): B=1 T=2048 <= 0.07 ms, B=1 T=8192 <= 0.25 ms,
 B=8 T=2048 <= 0.15 ms; decode B=1 <= 4 us per layer.
 """
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     except Exception:
         has_gpu = False
     if not has_gpu:
-        print(json.dumps({"benchmark": "cuda_prefill", "skipped": "no CUDA device"}))
+        print(json.dumps({"benchmark": "bench_cuda_prefill", "skipped": "no CUDA device"}))
         return 0
     capi = load_capi()
     shapes = [(1, 128)] if args.smoke else [(1, 512), (1, 2048), (1, 8192), (8, 2048)]
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     targets = [{"B": r["B"], "T": r["T"], "dtype": r["dtype"], "target_ms": r["target_ms"],
                 "chunked_ms": r.get("chunked_ms"), "met": r.get("meets_target")}
                for r in prefill if "target_ms" in r]
-    summary = {"benchmark": "cuda_prefill", "device": torch.cuda.get_device_name(),
+    summary = {"benchmark": "bench_cuda_prefill", "device": torch.cuda.get_device_name(),
                "torch": torch.__version__, "smoke": bool(args.smoke), "prefill": prefill, "decode": decode,
                "targets": targets}
     if args.out:
