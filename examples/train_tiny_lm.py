@@ -19,9 +19,11 @@ one with that `--steps` value. `--hard-stop-min` ends training early (with a che
 safety net.
 
 Presets (`--preset NAME` sets defaults; explicit flags still win):
-    demo-triton   the shipped demo, trained with the Triton kernels on one CUDA GPU: d_model 256,
-                  6 blocks of 4 hla2 heads (d = dv = 64), MLP 768 (5.1M parameters, a 20 MB
-                  float32 checkpoint), batch 32 x 512 bytes, --device cuda --attn-backend triton.
+    demo-triton   the demo to ship (issue 12), trained with the Triton kernels on one CUDA GPU:
+                  d_model 256, 6 blocks of 4 hla2 heads (d = dv = 64), MLP 768 (5,181,056
+                  parameters, a 19.8 MiB float32 checkpoint), batch 32 x 512 bytes, --device cuda
+                  --attn-backend triton. Not run yet: hla_deploy/checkpoints/tiny-pystdlib is still
+                  the torch-chunk-trained model until this runs on a GPU.
 
 Every run writes TRAINING_RUN.md (also into --export-dir): the command, seed, data and split,
 the loss curve, validation loss, training tokens/s, checkpoint size and greedy samples from
@@ -32,7 +34,7 @@ Examples (from the repo root):
         --n-heads 2 --head-dim 32 --value-dim 32 --mlp-hidden 128 --out runs/tiny-cpu
     PYTHONPATH=. python examples/train_tiny_lm.py --device cuda --attn-backend chunk \\
         --time-budget-min 3 --export-dir hla_deploy/checkpoints/tiny-pystdlib
-    PYTHONPATH=. python examples/train_tiny_lm.py --preset demo-triton --time-budget-min 20 \
+    PYTHONPATH=. python examples/train_tiny_lm.py --preset demo-triton --time-budget-min 20 \\
         --hard-stop-min 26 --seed 0 --out /tmp/run --export-dir hla_deploy/checkpoints/tiny-pystdlib
     PYTHONPATH=. python examples/train_tiny_lm.py --plot-from runs/x/metrics.json runs/x/loss_curve.png
 """

@@ -27,6 +27,7 @@ KEYS = {
     "bench_prefill": {"benchmark", "smoke", "results"},
     "bench_ort_cpu": {"benchmark", "smoke", "config", "machine", "bandwidth", "results", "targets"},
     "bench_native_decode": {"benchmark", "smoke", "device", "decode_fp32", "hla2_vs_torch", "prefill"},
+    "bench_cuda_prefill": {"benchmark", "smoke", "device", "prefill", "decode", "targets"},
 }
 
 
@@ -101,5 +102,16 @@ def _check_native_decode(out):
         assert out["prefill"]["rel_rms_native_vs_chunk"] <= 1e-4, out["prefill"]
 
 
+def _check_cuda_prefill(out):
+    # GPU only (skipped otherwise): the smoke row is fp16, T = 128; chunked and token-serial o are
+    # two fp16 roundings of float32-accurate values, the states two float32 summation orders.
+    for r in out["prefill"]:
+        assert r["chunked_path"] is True, r
+        assert r["chunked_vs_serial_rel_o"] <= 5e-3 and r["chunked_vs_serial_rel_state"] <= 1e-4, r
+        assert _finite_positive(r["chunked_ms"]) and _finite_positive(r["serial_ms"]), r
+    for r in out["decode"]:
+        assert _finite_positive(r["decode_us_per_layer"]), r
+
+
 CHECKS = {"bench_prefill": _check_prefill, "bench_ort_cpu": _check_ort_cpu,
-          "bench_native_decode": _check_native_decode}
+          "bench_native_decode": _check_native_decode, "bench_cuda_prefill": _check_cuda_prefill}

@@ -192,3 +192,26 @@ def test_long_prefill(emu, tmp_path, case, dtype_name):
     floor = rel_rms(rounded(o_ref, dtype_name), o_ref)
     assert rel_rms(o, o_ref) < 1.5 * floor + 1e-6, (rel_rms(o, o_ref), floor)
     assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)
+
+
+@pytest.mark.parametrize("variant,scale", [("hla2", 3.0), ("ahla", 10.0)])
+def test_float16_intermediates_beyond_half_range(emu, tmp_path, variant, scale):
+    """No decay, normalize, positive q, k entries (aligned keys), T = 1100, o below 3: hla2's
+    A = D1 ⊙ (Wg Wᵀ + G Qᵀ) reaches ~q_iᵀ S q_i > 65504 at |q|, |k| ~ 2.5, ahla's
+    R = diag(a1) Q P + Wg V (its ones column ~ Σ q_i·k_t) at |q|, |k| ~ 8. Before the power-of-two
+    scaling of A's rows / R's columns, float16 gave inf/NaN here (the token-serial kernel and the
+    float64 reference are finite)."""
+    rng = np.random.default_rng(0)
+    B, T, H, d, dv = 1, 1100, 1, 64, 64
+    q = np.abs(rng.standard_normal((B, T, H, d))) * scale / 8 + 0.05
+    k = np.abs(rng.standard_normal((B, T, H, d))) * scale / 8 + 0.05
+    v = rng.standard_normal((B, T, H, dv))
+    qx, kx, vx = (rounded(x, "float16") for x in (q, k, v))
+    st = random_state(rng, B, H, variant, d, dv, True, 0.0, warm=False)
+    o_ref, st_ref = ref_recurrent(qx, kx, vx, st.astype(np.float64), variant, 1.0, True, 1e-6, 0.0)
+    assert np.isfinite(o_ref).all()
+    o, st_out = run_emu(emu, tmp_path, qx, kx, vx, st, variant, None, True, 1e-6, 0.0, "float16")
+    assert np.isfinite(o).all(), f"{variant} float16 o has {int((~np.isfinite(o)).sum())} non-finite values"
+    floor = rel_rms(rounded(o_ref, "float16"), o_ref)
+    assert rel_rms(o, o_ref) < 1.5 * floor + 1e-6, (rel_rms(o, o_ref), floor)
+    assert rel_rms(st_out, st_ref) < 5e-6, rel_rms(st_out, st_ref)

@@ -505,3 +505,8 @@ def test_chunk_plan_declines_decode_hla3_and_huge_heads(capi):
     assert not capi.chunk_plan("hla3", 1, 512, 8, 64, 64)["ok"]        # hla3 stays token-serial
     assert not capi.chunk_plan("hla2", 1, 512, 8, 512, 64)["ok"]       # d > 256
     assert capi.chunk_plan("hla2", 1, 512, 8, 512, 64)["workspace"] == 0
+
+
+def test_chunk_plan_invalid_params_error_names_them(capi):
+    with pytest.raises(ValueError, match=r"chunk_plan\(hla2, B=1, T=16, H=2, d=0, dv=8.*invalid parameters"):
+        capi.chunk_plan("hla2", 1, 16, 2, 0, 8)

@@ -152,7 +152,9 @@ class Kernels:
         rc = self.lib.hla_capi_chunk_plan(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), 1e-6, ridge,
                                           None, 0, DTYPE_CODES[dtype_name], _ptr(out))
         if rc != 0:
-            raise ValueError(f"hla_capi_chunk_plan returned {rc}")
+            what = {-1: "invalid parameters (hla::validate)", -2: f"bad dtype {dtype_name!r}"}.get(rc, "error")
+            raise ValueError(f"chunk_plan({variant}, B={B}, T={T}, H={H}, d={d}, dv={dv}, normalize={normalize}, "
+                             f"ridge={ridge}): {what} (hla_capi_chunk_plan returned {rc})")
         keys = ("ok", "BT", "NT", "nK", "nV", "smem_state", "smem_out", "workspace")
         return {key: (bool(x) if key == "ok" else int(x)) for key, x in zip(keys, out)}
 
@@ -230,8 +232,11 @@ class Kernels:
                 None if dec is None else _ptr(dec), 0 if dec is None else dec.size, codes[q.dtype])
         ws_bytes = int(self.lib.hla_capi_cuda_workspace_size(*args))
         if workspace is not None:
-            if workspace.numel() < ws_bytes or not workspace.is_cuda:
-                raise ValueError(f"'workspace' must be a CUDA tensor of >= {ws_bytes} bytes")
+            nbytes = workspace.numel() * workspace.element_size()
+            if not workspace.is_cuda or workspace.device != q.device or not workspace.is_contiguous() \
+                    or nbytes < ws_bytes:
+                raise ValueError(f"'workspace' must be a contiguous CUDA tensor on {q.device} of >= {ws_bytes} "
+                                 f"bytes, got {nbytes} bytes on {workspace.device}")
             ws = workspace
         else:
             ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)

@@ -155,6 +155,9 @@ inline ChunkPlan chunk_plan(const Params& p, DType dtype) {
     if (size_t(c.smem_state) <= kChunkSmemLimit && size_t(c.smem_out) <= kChunkSmemLimit) break;
   }
   if (size_t(c.smem_state) > kChunkSmemLimit || size_t(c.smem_out) > kChunkSmemLimit) return c;
+  // ahla's fp16 output kernel keeps one scale per value column in the [BT, BT + fp] float tile P
+  // (always true for d, dv <= 256: BT >= 16 gives 320 floats >= Vw <= 272).
+  if (!hla2 && int64_t(c.dims.BT) * (c.dims.BT + c.dims.fp) < c.dims.Vw) return c;
   c.NT = (p.T + c.dims.BT - 1) / c.dims.BT;
   c.nK = hla2 ? c.dims.Dp / c.dims.BK : 1;
   c.nV = (c.dvx + c.dims.BV - 1) / c.dims.BV;

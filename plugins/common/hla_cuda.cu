@@ -343,12 +343,7 @@ template <typename TIn>
 int launch_chunked(const Params& p, const ChunkPlan& plan, int dev, const void* q, const void* k,
                    const void* v, const float* state_in, void* o, float* state_out, float* ws,
                    cudaStream_t stream) {
-  ChunkKParams ck{};
-  ck.k = make_kparams(p);
-  ck.m = plan.dims;
-  ck.ms = plan.dims_state;
-  ck.dvx = plan.dvx;
-  ck.NT = plan.NT;
+  const ChunkKParams ck = make_chunk_kparams(p, plan);
   const bool hla2 = p.variant == Variant::kHLA2;
   auto ks = hla2 ? hla2_chunk_state_kernel<TIn> : ahla_chunk_state_kernel<TIn>;
   auto ko = hla2 ? hla2_chunk_out_kernel<TIn> : ahla_chunk_out_kernel<TIn>;

@@ -31,8 +31,9 @@
 //   (W, Wg, A, R) go in SPLIT as hi + lo in the input type (mm_act), ~fp32 accuracy
 //   (fp16: 22 bits; bf16: 16 bits), so o carries essentially only its final rounding. Products
 //   with a float32 state operand (G = Q S, Q M, Q C, Q P, Q E) and G Qᵀ use fp32 FMA.
-//   fp16 caveat: a split operand beyond 65504 overflows (A ~ |S| ~ T for aligned keys and no
-//   decay: T of order 6e4); bf16 has float32's range.
+//   fp16: A (hla2, ~ q_iᵀ S q_j) and R (ahla) grow with T and leave float16's range long before
+//   o does; they go in divided by a power of two per row of A / column of R (pow2_scale_for),
+//   undone in float32 on o. bf16 has float32's range.
 // - float32 inputs: fp32 FMA everywhere (no TF32).
 // Thread/tile conventions: 256 threads; activation tiles [rows][cols + hp] in the input type,
 // float tiles [rows][cols + fp]; mm_* helpers are block-wide and need __syncthreads() around them
@@ -203,14 +204,33 @@ __device__ void store_spart(const float* src, int ld, float* st, int64_t off, in
 
 // dst[i][j] = T(D1[i, j] * src[i][j]) (D1 with g = 2^lg) or, with decay == false, T(L ⊙ src);
 // lo != nullptr: split (split_store).
+// rs != nullptr: row i is divided by rs[i] (a power of two: exact) before rounding.
 template <typename T>
-__device__ void mask_round(T* dst, T* lo, int ldd, const float* src, int lds, int BT, float lg, bool decay) {
+__device__ void mask_round(T* dst, T* lo, int ldd, const float* src, int lds, int BT, float lg, bool decay,
+                           const float* rs = nullptr) {
   for (int idx = threadIdx.x; idx < BT * BT; idx += blockDim.x) {
     const int i = idx / BT, j = idx - i * BT;
     float x = 0.0f;
     if (j <= i) x = decay ? src[i * lds + j] * exp2f(lg * float(i - j)) : src[i * lds + j];
+    if (rs != nullptr) x /= rs[i];
     split_store(dst, lo, int64_t(i) * ldd + j, x);
   }
+}
+
+// 16-bit types whose range is narrower than float32's (split operands can overflow): float16.
+template <typename T> struct HalfRange { static constexpr bool value = false; };
+template <> struct HalfRange<__half> { static constexpr bool value = true; };
+constexpr float kHalfSplitMax = 16384.0f;  // |x / s| stays below this (float16 max 65504)
+
+// The power of two s >= 1 with max_j |row[j * stride]| / s < kHalfSplitMax (j < n); 1 for non-finite rows
+// (their output is non-finite anyway).
+__device__ __forceinline__ float pow2_scale_for(const float* row, int n, int stride = 1) {
+  float amax = 0.0f;
+  for (int j = 0; j < n; ++j) amax = fmaxf(amax, fabsf(row[int64_t(j) * stride]));
+  if (!(amax >= kHalfSplitMax) || !(amax <= 3.4e38f)) return 1.0f;
+  int e = 0;
+  frexpf(amax / kHalfSplitMax, &e);  // amax / kHalfSplitMax = m 2^e, m in [0.5, 1)
+  return ldexpf(1.0f, e);
 }
 
 template <typename T>
@@ -228,6 +248,19 @@ struct ChunkKParams {
   ChunkDims ms;    // tile sizes of the state kernels (float32 tiles)
   int32_t dvx, NT;
 };
+
+#ifndef __CUDACC_RTC__
+// The kernels' parameters for a ChunkPlan (host: hla_cuda.cu launch_chunked, tests/native/chunk_emu.cpp).
+inline ChunkKParams make_chunk_kparams(const Params& p, const ChunkPlan& plan) {
+  ChunkKParams ck{};
+  ck.k = make_kparams(p);
+  ck.m = plan.dims;
+  ck.ms = plan.dims_state;
+  ck.dvx = plan.dvx;
+  ck.NT = plan.NT;
+  return ck;
+}
+#endif
 
 __device__ __forceinline__ float chunk_gamma(const KParams& p, int h) {
   return p.num_decay == 0 ? 1.0f : (p.num_decay == 1 ? p.decay[0] : p.decay[h]);
@@ -393,15 +426,29 @@ hla2_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
     __syncthreads();
     mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldst, 1, so, ldo, lam, 1.0f, sa1);      // o += λ diag(a1) Q C
   }
-  mask_round(sw, swlo, ldw, sp, ldp, BT, lg, true);                              // D1 ⊙ A
+  // fp16: A ~ q_iᵀ S q_j grows with T (no decay) and can leave float16's range long before o does
+  // (|q|, |k| ~ 2, T ~ 1e3). Row i of A goes in as A_i / s_i (s_i a power of two, exact), and
+  // o_i = s_i (o_i / s_i + (A_i / s_i) V). sa2 (a1², used above) is free now: it holds s.
+  float* srs = sa2;
+  if constexpr (HalfRange<T>::value) {
+    __syncthreads();  // A (sp) and o (so) complete
+    for (int i = threadIdx.x; i < BT; i += blockDim.x) srs[i] = pow2_scale_for(sp + int64_t(i) * ldp, i + 1);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BT * Vw; idx += blockDim.x) {
+      const int i = idx / Vw, j = idx - i * Vw;
+      so[i * ldo + j] /= srs[i];
+    }
+  }
+  mask_round(sw, swlo, ldw, sp, ldp, BT, lg, true, HalfRange<T>::value ? srs : nullptr);  // D1 ⊙ A / s
   __syncthreads();
   mm_act<T, false, false>(BT, Vw, BT, sw, swlo, ldw, sv, static_cast<const T*>(nullptr), ldv, so, ldo,
                           1.0f);                                                 // o += A V
   __syncthreads();
   for (int idx = threadIdx.x; idx < clen * dv; idx += blockDim.x) {
     const int i = idx / dv, j = idx - i * dv;
-    float x = so[i * ldo + j];
-    if (p.normalize) x /= so[i * ldo + dv] + p.eps;
+    const float s = HalfRange<T>::value ? srs[i] : 1.0f;
+    float x = so[i * ldo + j] * s;
+    if (p.normalize) x /= so[i * ldo + dv] * s + p.eps;
     o[(row0 + int64_t(i) * H) * dv + j] = from_f32<T>(x);
   }
   if (c == NT - 1) {
@@ -538,14 +585,29 @@ ahla_chunk_out_kernel(const ChunkKParams a, const T* __restrict__ q, const T* __
                           1.0f);                                               // R += Wg V
   mm_fma(BT, Vw, Dp, sq, ldq, 1, sst, ldx, 1, so, ldx, 1.0f, 0.0f, sa1);      // o = diag(a1) Q E
   __syncthreads();
+  // fp16: R ~ Σ (q_i·k_t) v_t grows with T (the normaliser's ones column first) and can leave
+  // float16's range while o does not. Column j of R goes in as R_j / s_j (a power of two, exact),
+  // o_j = s_j (o_j / s_j + Wg (R_j / s_j)). sp (Q Kᵀ) is free after Wg: it holds s (Vw <= its size).
+  float* scs = sp;
+  if constexpr (HalfRange<T>::value) {
+    for (int j = threadIdx.x; j < Vw; j += blockDim.x) scs[j] = pow2_scale_for(sr + j, BT, ldx);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BT * Vw; idx += blockDim.x) {
+      const int i = idx / Vw, j = idx - i * Vw;
+      sr[i * ldx + j] /= scs[j];
+      so[i * ldx + j] /= scs[j];
+    }
+    __syncthreads();
+  }
   round_tile(srt, srtlo, ldv, sr, ldx, BT, Vw);
   __syncthreads();
   mm_act<T, false, false>(BT, Vw, BT, swg, swglo, ldw, srt, srtlo, ldv, so, ldx, 1.0f);  // o += Wg R
   __syncthreads();
   for (int idx = threadIdx.x; idx < clen * dv; idx += blockDim.x) {
     const int i = idx / dv, j = idx - i * dv;
-    float x = so[i * ldx + j];
-    if (p.normalize) x /= so[i * ldx + dv] + p.eps;
+    const bool sc = HalfRange<T>::value;
+    float x = so[i * ldx + j] * (sc ? scs[j] : 1.0f);
+    if (p.normalize) x /= so[i * ldx + dv] * (sc ? scs[dv] : 1.0f) + p.eps;
     o[(row0 + int64_t(i) * H) * dv + j] = from_f32<T>(x);
   }
   if (c == NT - 1) {

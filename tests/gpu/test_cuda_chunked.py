@@ -12,7 +12,6 @@ Run on the device machine:  python3 -m pytest tests/gpu/test_cuda_chunked.py -q 
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -25,7 +24,7 @@ if not torch.cuda.is_available():  # one skip with the reason, not one per param
     pytest.skip("no CUDA GPU (torch.cuda): the chunked CUDA prefill runs only on a GPU machine",
                 allow_module_level=True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
-from test_native_kernels import (BOUNDS, _decay, load_capi_module, make_inputs,  # noqa: E402
+from test_native_kernels import (BOUNDS, _decay, make_inputs,  # noqa: E402
                                  random_state, ref_recurrent, rel_rms)
 
 DT = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -34,27 +33,11 @@ DT = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bflo
 STATE_BOUND = 1e-5
 SERIAL_STATE_BOUND = 1e-5   # chunked vs token-serial (two float32 summation orders)
 
-CASES = [  # variant, normalize, ridge, decay
-    ("hla2", False, 0.0, None),
-    ("hla2", False, 0.0, "per_head"),
-    ("hla2", True, 0.0, "per_head"),
-    ("hla2", False, 0.3, 0.9),
-    ("hla2", True, 0.3, "per_head"),
-    ("ahla", False, 0.0, None),
-    ("ahla", False, 0.0, "per_head"),
-    ("ahla", True, 0.0, "per_head"),
-]
+from test_chunk_emulation import CASES  # noqa: E402  (variant, normalize, ridge, decay)
 TS = [2, 63, 64, 65, 1000, 4100]
 
 
-@pytest.fixture(scope="session")
-def capi():
-    if shutil.which("cmake") is None or shutil.which("nvcc") is None:
-        pytest.skip("cmake or nvcc not on PATH: cannot build the CUDA kernels")
-    mod = load_capi_module()
-    lib = mod.load(mod.build(cuda=True, jobs=8))
-    assert lib.has_cuda
-    return lib
+# capi: tests/gpu/conftest.py
 
 
 def _round(x: np.ndarray, dtype_name: str) -> np.ndarray:

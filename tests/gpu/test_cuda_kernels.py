@@ -8,7 +8,6 @@ Run on the device machine:  python3 -m pytest tests/gpu/test_cuda_kernels.py -q
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -21,7 +20,7 @@ if not torch.cuda.is_available():  # one skip with the reason, not one per param
     pytest.skip("no CUDA GPU (torch.cuda): the CUDA kernels run only on a GPU machine",
                 allow_module_level=True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
-from test_native_kernels import (BOUNDS, STATE_BOUND, _decay, load_capi_module,  # noqa: E402
+from test_native_kernels import (BOUNDS, STATE_BOUND, _decay,  # noqa: E402
                                  make_inputs, random_state, ref_recurrent, rel_rms)
 from test_native_kernels import _case_id as _cid  # noqa: E402
 
@@ -30,14 +29,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 DT = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@pytest.fixture(scope="session")
-def capi():
-    if shutil.which("cmake") is None or shutil.which("nvcc") is None:
-        pytest.skip("cmake or nvcc not on PATH: cannot build the CUDA kernels")
-    mod = load_capi_module()
-    lib = mod.load(mod.build(cuda=True, jobs=8))
-    assert lib.has_cuda
-    return lib
+# capi: tests/gpu/conftest.py
 
 
 def run_cuda(capi, q, k, v, st, dtype_name, **kw):

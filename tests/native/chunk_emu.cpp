@@ -134,12 +134,7 @@ void run(const hla::Params& p, const hla::ChunkPlan& plan, const std::vector<flo
   };
   const std::vector<T> q = to_t(q32), k = to_t(k32), v = to_t(v32);
   std::vector<T> o(o32.size(), from_f32<T>(NAN));
-  ChunkKParams ck{};
-  ck.k = make_kparams(p);
-  ck.m = plan.dims;
-  ck.ms = plan.dims_state;
-  ck.dvx = plan.dvx;
-  ck.NT = plan.NT;
+  const ChunkKParams ck = make_chunk_kparams(p, plan);
   std::vector<float> ws(plan.workspace / sizeof(float));
   std::memset(ws.data(), 0xff, plan.workspace);  // NaN everywhere
   const bool hla2 = p.variant == Variant::kHLA2;
