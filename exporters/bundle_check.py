@@ -198,7 +198,8 @@ def ort_step(g: dict, model: Path, library, provider: str):
             raise CheckError(f"could not load the custom-op library {rel(library)} (built for another "
                              f"ONNX Runtime?): {e}") from None
     try:
-        sess = ort.InferenceSession(str(model), so, providers=[provider, "CPUExecutionProvider"])
+        providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+        sess = ort.InferenceSession(str(model), so, providers=providers)
     except Exception as e:
         raise CheckError(f"ONNX Runtime could not load {rel(model)}: {e}") from None
     if provider not in sess.get_providers():

@@ -21,6 +21,8 @@ COMMANDS = [
     ("build-plugins", "hla_deploy.plugins", "build the ONNX Runtime custom-op library (and the TensorRT plugin)"),
     ("build-engine", "hla_deploy.exporters.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
     ("parity", "hla_deploy.parity.cli", "check every backend against the reference model"),
+    ("bundle", "hla_deploy.exporters.cli_bundle",
+     "write a self-contained device bundle (graphs, native sources, build/engine/check scripts, golden outputs)"),
     ("generate", "hla_deploy.runtime.cli", "generate text from a checkpoint, ONNX model or TensorRT engine"),
 ]
 
