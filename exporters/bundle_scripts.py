@@ -65,7 +65,8 @@ BUILD_SH = r'''#!/usr/bin/env bash
 #   build/lib/libhla_trt_plugin.so  GPU targets: the TensorRT plugin (nvcc from CUDA_HOME=/usr/local/cuda,
 #                                   TensorRT headers: TENSORRT_INCLUDE_DIR, TENSORRT_ROOT/include or JetPack's
 #                                   /usr/include/aarch64-linux-gnu)
-# Environment: JOBS, CXX, CUDA_ARCH, HLA_CMAKE_ARGS (extra CMake arguments, e.g. a toolchain file).
+# Environment: JOBS, CXX, CUDA_ARCH, HLA_CMAKE_ARGS (extra CMake arguments, e.g. a toolchain file),
+# HLA_BUILD_TRT=OFF (GPU targets: skip the TensorRT plugin, ONNX Runtime only).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./bundle.env
@@ -115,7 +116,9 @@ done
 
 # ---- TensorRT plugin (GPU targets) -----------------------------------------------------------------
 TRT_VERSION=none
-if [ "$TARGET" != cpu ]; then
+if [ "$TARGET" != cpu ] && [ "${HLA_BUILD_TRT:-ON}" = OFF ]; then
+  echo "build.sh: HLA_BUILD_TRT=OFF: the TensorRT plugin is not built" >&2
+elif [ "$TARGET" != cpu ]; then
   CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   NVCC=${CUDACXX:-$CUDA_HOME/bin/nvcc}
   [ -x "$NVCC" ] || die "nvcc not found at $NVCC: the TensorRT plugin needs the CUDA toolkit (JetPack: sudo apt-get install nvidia-jetpack; or set CUDA_HOME)"
