@@ -31,17 +31,18 @@ from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from hla_deploy._atomic import atomic_write_bytes, check_output_path
-from hla_deploy.runtime.trt_session import TensorRTUnavailableError  # one class for builder and runtime
+# plugin loading and the "TensorRT missing" error belong to the runtime (one class for builder and runtime)
+from hla_deploy.runtime.trt_plugin import (PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION,  # noqa: F401
+                                          PluginLoadError, TensorRTUnavailableError, load_plugin_library)
 
 __all__ = ["build_engine", "profile_shapes", "trtexec_command", "onnx_model_info", "ModelInfo",
-           "load_plugin_library", "EngineBuildError", "TensorRTUnavailableError"]
+           "load_plugin_library", "EngineBuildError", "PluginLoadError", "TensorRTUnavailableError"]
 
 PathLike = Union[str, os.PathLike]
 Shape = Tuple[int, ...]
 
 #: Default T of the profile's "opt" shape (TensorRT tunes tactics for it).
 DEFAULT_OPT_SEQ = 128
-PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "HLARecurrentStep", "1", ""
 
 
 class EngineBuildError(RuntimeError):
@@ -131,18 +132,6 @@ def _write_atomic(path: Path, data) -> None:
     """Create path's directory and write data there atomically (hla_deploy._atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-
-
-def load_plugin_library(registry, plugin_path: PathLike):
-    """Load libhla_trt_plugin.so into a TensorRT plugin registry (builder.get_plugin_registry() or
-    runtime.get_plugin_registry()) and check that its creator is registered; returns the handle."""
-    handle = registry.load_library(str(plugin_path))
-    if handle is None:
-        raise EngineBuildError(f"TensorRT could not load the plugin library {plugin_path}")
-    if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
-        raise EngineBuildError(f"{plugin_path} loaded but no plugin creator {PLUGIN_NAME} version "
-                               f"{PLUGIN_VERSION} is registered")
-    return handle
 
 
 def build_engine(onnx_path: PathLike, plan_path: PathLike, *, fp16: bool = False, max_batch: int = 1,

@@ -21,6 +21,8 @@ COMMANDS = [
     ("build-plugins", "hla_deploy.plugins", "build the ONNX Runtime custom-op library (and the TensorRT plugin)"),
     ("build-engine", "hla_deploy.exporters.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
     ("parity", "hla_deploy.parity.cli", "check every backend against the reference model"),
+    ("bundle", "hla_deploy.exporters.cli_bundle",
+     "write a self-contained device bundle (graphs, native sources, build/engine/check scripts, golden outputs)"),
     ("generate", "hla_deploy.runtime.cli", "generate text from a checkpoint, ONNX model or TensorRT engine"),
     ("serve-repo", "hla_deploy.serving.cli_repo", "write a Triton Inference Server model repository (hla_lm) for a model"),
     ("serve", "hla_deploy.serving.cli_serve", "run Triton Inference Server on a model repository (127.0.0.1 by default)"),

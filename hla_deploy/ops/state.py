@@ -19,48 +19,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-VARIANTS = ("hla2", "ahla", "hla3")
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown HLA variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-
-
-def state_parts(variant: str, d: int, dv: int, normalize: bool = False,
-                ridge: float = 0.0) -> List[Tuple[str, Tuple[int, ...]]]:
-    """Ordered (name, shape) list of the parts of the per-head state vector."""
-    _check_variant(variant)
-    if d < 1 or dv < 1:
-        raise ValueError(f"head dims must be >= 1, got d={d}, dv={dv}")
-    if variant == "hla2":
-        parts = [("S", (d, d)), ("M", (d, dv))]
-        if normalize:
-            parts.append(("n", (d,)))
-        if ridge != 0.0:
-            parts.append(("C", (d, dv)))
-            if normalize:
-                parts.append(("m", (d,)))
-    elif variant == "ahla":
-        parts = [("P", (d, dv)), ("E", (d, dv))]
-        if normalize:
-            parts += [("mK", (d,)), ("n", (d,))]
-    else:  # hla3
-        parts = [("S", (d, d)), ("P", (d, dv)), ("F", (d, dv))]
-        if normalize:
-            parts += [("mK", (d,)), ("n", (d,))]
-    return parts
-
-
-def state_size(variant: str, d: int, dv: int, normalize: bool = False, ridge: float = 0.0) -> int:
-    """N, the length of the per-head state vector (last dim of the [B, H, N] state)."""
-    total = 0
-    for _, shape in state_parts(variant, d, dv, normalize, ridge):
-        n = 1
-        for s in shape:
-            n *= s
-        total += n
-    return total
+from hla_deploy.state_layout import VARIANTS, _check_variant, state_parts, state_size  # noqa: F401  (torch-free, ONE copy)
 
 
 def split_state(state: torch.Tensor, variant: str, d: int, dv: int, normalize: bool = False,

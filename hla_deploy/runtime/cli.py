@@ -43,7 +43,11 @@ def _generator(args):
         raise ValueError("--tf32 applies only to an .onnx model with --device cuda (the ONNX Runtime "
                          "CUDA EP's MatMul)")
     if path.is_dir():
-        from hla_deploy.models import HLALanguageModel, generate
+        try:
+            from hla_deploy.models import HLALanguageModel, generate
+        except ImportError as e:  # a device without torch: the exported model is what runs there
+            raise RuntimeError(f"a checkpoint directory runs on the torch model, and torch is not "
+                               f"importable here ({e}); pass an exported .onnx or a TensorRT .plan") from e
         if args.device == "cuda":
             import torch
             if not torch.cuda.is_available():
@@ -68,7 +72,7 @@ def _generator(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from hla_deploy.models import tokenizer
+    from hla_deploy import tokenizer  # torch-free (hla_deploy.models imports torch)
 
     if args.max_new_tokens < 1:  # as quickstart and the C++ runner: generating nothing is a mistake
         print(f"generate: error: --max-new-tokens must be >= 1, got {args.max_new_tokens}", file=sys.stderr)

@@ -148,7 +148,7 @@ class OrtHLASession(HLASessionBase):
         if static[3] is not None:
             self.state_size = static[3]
         else:
-            from hla_deploy.ops import state_size
+            from hla_deploy.state_layout import state_size  # torch-free (hla_deploy.ops imports torch)
             self.state_size = int(state_size(cfg["variant"], cfg["head_dim"], cfg["value_dim"],
                                              bool(cfg.get("normalize", False)), float(cfg.get("ridge", 0.0))))
         lshape = outs["logits"].shape

@@ -30,11 +30,7 @@ import numpy as np
 from .session_base import INPUTS as _INPUTS
 from .session_base import OUTPUTS as _OUTPUTS
 from .session_base import HLASessionBase
-
-
-class TensorRTUnavailableError(RuntimeError):
-    """TensorRT (or, for TrtHLASession, a CUDA-enabled torch) is not available; raised by
-    TrtHLASession and exporters.tensorrt_engine.build_engine."""
+from .trt_plugin import TensorRTUnavailableError, load_plugin_library  # noqa: F401  (re-exported)
 
 
 def _import_tensorrt():
@@ -82,8 +78,6 @@ class TrtHLASession(HLASessionBase):
         self.plugin_path = Path(plugin_path)
         if not self.plugin_path.is_file():
             raise FileNotFoundError(f"TensorRT plugin library not found: {self.plugin_path}")
-
-        from hla_deploy.exporters.tensorrt_engine import load_plugin_library
 
         with torch.cuda.device(self.device):
             self._logger = trt.Logger(trt.Logger.WARNING)

@@ -1,0 +1,43 @@
+"""`hla-deploy bundle CKPT -o DIR --target {jetson-orin,x86-cuda,cpu} [--dtype fp16|fp32]`.
+
+Writes a self-contained device bundle DIR and DIR.tar.gz (hla_deploy.exporters.bundle): the exported
+graphs, native sources, build.sh / engine.sh / check.sh, golden outputs and manifest.json. Errors
+(bad checkpoint, option or output) print `bundle: error: ...`, exit 1, and leave no partial bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+TARGETS = ("jetson-orin", "x86-cuda", "cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("-o", "--output", required=True, help="bundle directory to create (and DIR.tar.gz)")
+    parser.add_argument("--target", required=True, choices=TARGETS,
+                        help="jetson-orin: JetPack 6.1/6.2 (CUDA 12.6, TensorRT 10.3, sm_87); x86-cuda: "
+                             "TENSORRT_ROOT; cpu: ONNX Runtime only")
+    parser.add_argument("--dtype", choices=("fp16", "fp32"), default=None,
+                        help="export precision (default: fp16 on GPU targets, fp32 on cpu); state stays float32")
+    parser.add_argument("--decode-steps", type=int, default=16, help="greedy decode steps per golden prompt (default 16)")
+    parser.add_argument("--max-seq", type=int, default=2048, help="engine.sh profile: longest prefill T (default 2048)")
+    parser.add_argument("--max-batch", type=int, default=1, help="engine.sh profile: largest batch (default 1)")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    parser.add_argument("--no-tar", action="store_true", help="do not write DIR.tar.gz")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hla_deploy.models import CheckpointError
+    from .bundle import BundleError, write_bundle
+    try:
+        out = write_bundle(args.checkpoint, args.output, target=args.target, dtype=args.dtype,
+                           decode_steps=args.decode_steps, max_seq=args.max_seq, max_batch=args.max_batch,
+                           force=args.force, tarball=not args.no_tar)
+    except (BundleError, CheckpointError, OSError, ValueError) as e:
+        print(f"bundle: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote bundle {out}/" + ("" if args.no_tar else f" and {out}.tar.gz")
+          + f" (target {args.target}); on the device: ./build.sh && "
+          + ("./engine.sh && " if args.target != "cpu" else "") + "./check.sh")
+    return 0
