@@ -7,15 +7,19 @@ tests/gpu/run_all.sh) and the op library built with its CUDA kernels
 - op level: a one-node graph (hla_deploy.plugins.ort_op_graph) for all 14 variant/option
   configurations, float32 / float16 / bfloat16, decode (T = 1) and prefill (T > 1), plain
   `InferenceSession.run` with numpy feeds and IOBinding with CUDA OrtValues, each against the
-  float64 serial reference (tests/reference.py); CPU-EP fallback is disabled, so the node
-  really runs in the CUDA EP;
+  float64 serial reference (tests/reference.py); the sessions list the CUDA EP alone with CPU-EP
+  fallback disabled (listing the CPU EP too is refused by onnxruntime-gpu >= 1.31), and ORT's
+  profile confirms every node ran in the CUDA EP (test_no_node_runs_on_the_cpu_ep);
 - model level: OrtHLASession(device="cuda", tf32=False) vs the CPU EP and the torch model;
   several sessions in one process (CPU then CUDA, two CUDA sessions, concurrent runs from
   threads), torch imported and its CUDA context live in the same process;
 - the segfault of issue 12 (torch imported, export, CPU-EP session with the library, then a
   CUDA-EP session, plain run) and its neighbours, each in a fresh subprocess with faulthandler,
   so a crash is reported with its Python stack and the CUDA libraries the process had loaded
-  instead of killing pytest.
+  instead of killing pytest; and the exact parity sequence that ended silently on the H200
+  (torch + Triton + ort-cpu, then ort-cuda, one process) under tests/gpu/proc_probe.py, failing
+  on a signal or an end without Python's shutdown. tests/gpu/diagnose_ort_cuda.py runs the
+  neighbours of that sequence side by side (one GPU call) when it fails.
 
 Run: tests/gpu/run_all.sh, or  python -m pytest -q -rs tests/gpu/test_ort_cuda_ep.py
 """
@@ -79,16 +83,32 @@ def cuda_library(ort_library):
     return ort_library
 
 
-def _session(model, library, device="cuda"):
+def _session(model, library, device="cuda", profile_dir=None):
+    """A session of ``model`` with the op library. device "cuda": the CUDA EP ONLY, with CPU-EP
+    fallback disabled (``session.disable_cpu_ep_fallback`` = "1"), so session creation fails if
+    any node would run on the CPU. The CPU EP must not be listed then: onnxruntime-gpu >= 1.31
+    refuses the pair ("Conflicting session configuration: explicitly added the CPU EP to the
+    session, but also disabled fallback to the CPU EP"; 255 failures on the H200, issue 19)."""
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(library))
     so.log_severity_level = 3
+    if profile_dir is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
     if device == "cuda":
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # the node must run on CUDA
-        providers = [("CUDAExecutionProvider", cuda_provider_options(0, tf32=False)), "CPUExecutionProvider"]
+        providers = [("CUDAExecutionProvider", cuda_provider_options(0, tf32=False))]
     else:
         providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+
+
+def _node_providers(profile_path):
+    """{(op type, execution provider)} of every node the profiled runs executed."""
+    import json
+    events = json.loads(Path(profile_path).read_text())
+    return {(e["args"].get("op_name"), e["args"]["provider"]) for e in events
+            if e.get("cat") == "Node" and "provider" in e.get("args", {})}
 
 
 def _case_inputs(case, shape, dtype, seed):
@@ -153,7 +173,7 @@ def test_op_in_cuda_ep_matches_float64(cuda_library, case, shape, dtype, binding
     seed = zlib.crc32(repr((case, shape, dtype)).encode())
     feeds, exact, state = _case_inputs(case, shape, dtype, seed)
     sess = _session(_model(case, dtype), cuda_library)
-    assert sess.get_providers()[0] == "CUDAExecutionProvider"
+    assert sess.get_providers()[0] == "CUDAExecutionProvider", sess.get_providers()
     if binding == "run":
         o, s = sess.run(None, {"q": feeds[0], "k": feeds[1], "v": feeds[2], "state": state})
     else:
@@ -163,6 +183,21 @@ def test_op_in_cuda_ep_matches_float64(cuda_library, case, shape, dtype, binding
     assert np.isfinite(o.astype(np.float64)).all() and np.isfinite(s).all()
     assert rel_rms(o, o_ref) <= BOUNDS[dtype], rel_rms(o, o_ref)
     assert rel_rms(s, s_ref) <= STATE_BOUND, rel_rms(s, s_ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_no_node_runs_on_the_cpu_ep(cuda_library, dtype, tmp_path):
+    """The check behind disable_cpu_ep_fallback, made explicit: ORT's profile of a run names the
+    provider of every node; all are the CUDA EP (bfloat16: the graph's Cast nodes too)."""
+    case = CASES[7]
+    feeds, _, state = _case_inputs(case, (2, 7, 3, 16, 8), dtype, 3)
+    sess = _session(_model(case, dtype), cuda_library, profile_dir=tmp_path)
+    # (ORT may still list its implicit CPU EP here; the profile below says where nodes ran)
+    assert sess.get_providers()[0] == "CUDAExecutionProvider", sess.get_providers()
+    sess.run(None, {"q": feeds[0], "k": feeds[1], "v": feeds[2], "state": state})
+    nodes = _node_providers(sess.end_profiling())
+    assert ("HLARecurrentStep", "CUDAExecutionProvider") in nodes, nodes
+    assert {p for _, p in nodes} == {"CUDAExecutionProvider"}, f"nodes on another EP: {sorted(nodes)}"
 
 
 @pytest.mark.parametrize("case", [CASES[7], CASES[11], CASES[13]], ids=_cid)
@@ -376,3 +411,48 @@ def test_sessions_in_a_fresh_process(mode, demo_onnx, cuda_library, tmp_path):
     assert proc.returncode == 0, f"scenario {mode!r} exited {proc.returncode}{report}"
     assert "REL_RMS" in proc.stdout, report
     assert ("torch imported: True" in proc.stderr) == ("torch" in mode), report
+
+
+# ---- the exact sequence that ended silently (issue 19), in a fresh process --------------------------
+
+PROBE = Path(__file__).resolve().parent / "proc_probe.py"
+PARITY_SEQUENCE = ["parity", "hla_deploy/checkpoints/tiny-pystdlib",
+                   "--backends", "torch,triton,ort-cpu,ort-cuda,onnx-standard", "--decode-steps", "32"]
+
+
+def _ended(proc) -> str:
+    """How a subprocess ended, in words (a negative return code is the signal that killed it)."""
+    import signal
+    if proc.returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-proc.returncode).name}"
+        except ValueError:
+            return f"killed by signal {-proc.returncode}"
+    return f"exit status {proc.returncode}"
+
+
+def test_parity_sequence_in_one_process(cuda_library, tmp_path):
+    """`hla-deploy parity tiny-pystdlib --backends torch,triton,ort-cpu,ort-cuda,onnx-standard
+    --decode-steps 32`: torch, the Triton reference and backend on CUDA, the ORT CPU session, then
+    the CUDA-EP session, one process. On the H200 (2026-12-01 and -02) the process ended right
+    after the CUDA session was created: no ort-cuda line, no JSON, no error. Run through
+    proc_probe.py (faulthandler for every thread, the CUDA libraries the process mapped, and an end
+    marker that only Python's own shutdown prints), it fails on a signal, on an end without the
+    marker (native exit()/_exit), on a non-zero status and on any backend that did not pass."""
+    import json
+    report = tmp_path / "parity.json"
+    cmd = [sys.executable, "-X", "faulthandler", str(PROBE), "-m", "hla_deploy", *PARITY_SEQUENCE,
+           "--json", str(report), "--library", str(cuda_library)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    out = f"\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-8000:]}"
+    assert proc.returncode >= 0, f"the parity sequence was {_ended(proc)}{out}"
+    assert "[proc_probe] END rc=" in proc.stderr, (
+        f"the parity sequence ended ({_ended(proc)}) without Python's shutdown: native code called "
+        f"exit()/_exit() or the process died before the end marker{out}")
+    assert proc.returncode == 0, f"parity failed ({_ended(proc)}){out}"
+    data = json.loads(report.read_text())
+    status = {b["name"]: (b["status"], b["reason"]) for b in data["backends"]}
+    assert all(s == "pass" for s, _ in status.values()), f"{status}{out}"
+    assert data["reference"]["form"] == "triton", data["reference"]
