@@ -116,9 +116,19 @@ def _ref_device(T):
     return "cuda" if ON_GPU and T >= 256 else "cpu"
 
 
-def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=None, with_state=True,
-             variant="hla2", scale=1.5, stats=None):
-    """Run Triton and the float64 reference, forward and backward; return relative RMS errors."""
+def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, **kw):
+    """Run Triton and the float64 reference, forward and backward; return relative RMS errors
+    (every output and gradient finite: asserted)."""
+    err, nonfinite = _errors(B, T, H, d, dv, dtype, dec, normalize, ridge, **kw)
+    assert not nonfinite, f"{', '.join(nonfinite)} has non-finite values ({err})"
+    return err
+
+
+def _errors(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=None, with_state=True,
+            variant="hla2", scale=1.5, stats=None):
+    """(relative RMS errors of o, state, dq, dk, dv[, dstate0] vs the float64 reference, names of
+    the Triton outputs / gradients holding non-finite values); tests/gpu/diagnose_triton_hopper.py
+    calls it too."""
     q, k, v, pre = _inputs(B, T, H, d, dv, normalize, seed, dtype, scale=scale)
     decay = _decay(dec, H)
     rdev = _ref_device(T)
@@ -154,9 +164,9 @@ def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=No
            "dv": rel_rms(tv.grad.cpu(), rv.grad.cpu())}
     if with_state:
         err["dstate0"] = rel_rms(ts.grad.cpu(), rs.grad.cpu())
-    for name, t in (("o", o), ("state", st), ("dq", tq.grad), ("dk", tk.grad), ("dv", tv.grad)):
-        assert torch.isfinite(t).all(), f"{name} has non-finite values"
-    return err
+    nonfinite = [name for name, t in (("o", o), ("state", st), ("dq", tq.grad), ("dk", tk.grad), ("dv", tv.grad))
+                 if not bool(torch.isfinite(t).all())]
+    return err, nonfinite
 
 
 def _report(label, err):

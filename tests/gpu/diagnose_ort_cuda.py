@@ -2,7 +2,7 @@
 silently on the H200 right after the CUDA session was created? One GPU call answers it.
 
     bash tests/gpu/run_all.sh --steps diagnose_ort_cuda          # installs, finds ORT-gpu, builds, runs this
-    python3 tests/gpu/diagnose_ort_cuda.py --out DIR [--jobs 8] [--timeout 240] [--no-sanitizer]
+    python3 tests/gpu/diagnose_ort_cuda.py --out DIR [--jobs 16] [--timeout 200] [--no-sanitizer] [--only a,b]
 
 It runs the crashing sequence and its neighbours side by side, each in a fresh process under
 tests/gpu/proc_probe.py (``python3 -X faulthandler``, ``PYTHONUNBUFFERED=1``: a fatal signal
@@ -24,9 +24,11 @@ scenarios (tests/gpu/ort_cuda_sequence.py steps) separate the candidate causes:
 - no-triton / issue12: torch imported but no CUDA in torch (issue 12's segfault; raw session);
 - std-cuda: the standard-op graph on the CUDA EP, no custom library: is our library involved?
 - ort-first: onnxruntime imported before torch; preload: onnxruntime.preload_dlls() first;
-- plain: no torch at all (ran fine on 2026-12-01); plain+torch-cudart: the same with torch's
-  libcudart LD_PRELOADed; seq-system-cudart: the exact sequence with the system's (nvcc's)
-  libcudart LD_PRELOADed: whether the copy of libcudart decides it;
+- plain: no torch at all (ran fine on 2026-12-01); plain+torch-cudart / plain+torch-cudnn: the
+  same with torch's libcudart / libcudnn LD_PRELOADed (onnxruntime-gpu 1.31 NEEDs no cuDNN: it
+  dlopens it at its first run, and finds torch's only when torch is in the process);
+  seq-system-cudart: the exact sequence with the system's (nvcc's) libcudart LD_PRELOADed:
+  whether the copy of libcudart decides it;
 - seq-eager: CUDA_MODULE_LOADING=EAGER (lazy module loading of our fatbinary);
 - sanitizer: seq-exact under compute-sanitizer memcheck (when installed), its first errors;
 - gdb: every scenario that died by a signal, once more under gdb (when installed): the native
@@ -70,6 +72,7 @@ SCENARIOS = {
     "preload": ("torch,cudainit,triton,export,ort,preload,ortcpu-drop,ortcuda", {}),
     "plain": ("ort,ortcpu,ortcuda", {}),
     "plain+torch-cudart": ("ort,ortcpu,ortcuda", {"LD_PRELOAD": "@torch_cudart"}),
+    "plain+torch-cudnn": ("ort,ortcpu,ortcuda", {"LD_PRELOAD": "@torch_cudnn"}),
     "seq-system-cudart": (EXACT, {"LD_PRELOAD": "@system_cudart"}),
     "seq-eager": (EXACT, {"CUDA_MODULE_LOADING": "EAGER"}),
     "parity-inproc": ("parity", {}),
@@ -95,9 +98,16 @@ def cuda_library_facts(library: str) -> dict:
     facts["gpu"] = " True " in f" {facts['torch']} "
     facts["torch_wheel_cudart"] = sorted(set(glob.glob(os.path.join(site, "nvidia", "**", "libcudart.so*"),
                                                        recursive=True))) if site else []
+    facts["torch_wheel_cudnn"] = sorted(set(glob.glob(os.path.join(site, "nvidia", "**", "libcudnn.so.*"),
+                                                      recursive=True))) if site else []
+    facts["torch_cudnn_version"] = sh([sys.executable, "-c", "import torch; print(torch.backends.cudnn.version())"])
+    roots = [os.environ.get(v) for v in ("CUDA_HOME", "CUDA_PATH")] + glob.glob("/usr/local/cuda*")
     nvcc = shutil.which("nvcc")
-    sysdir = Path(nvcc).resolve().parents[1] if nvcc else None
-    facts["system_cudart"] = sorted(str(p) for p in (sysdir.glob("lib*/libcudart.so.*") if sysdir else []))
+    if nvcc:
+        roots.append(str(Path(nvcc).resolve().parents[1]))
+    facts["system_cudart"] = sorted({os.path.realpath(p) for r in roots if r
+                                     for p in glob.glob(os.path.join(r, "lib*", "libcudart.so.*"))
+                                     + glob.glob(os.path.join(r, "targets", "*", "lib", "libcudart.so.*"))})
     facts["libhla_ort_op"] = sh(f"readelf -d '{library}' | grep -E 'NEEDED|RPATH|RUNPATH'")
     facts["onnxruntime"] = sh([sys.executable, "-c", "import onnxruntime as o; print(o.__version__, o.__file__); "
                                "print(o.get_build_info() if hasattr(o, 'get_build_info') else '')"])
@@ -112,6 +122,12 @@ def _real_so(paths):
         if re.search(r"libcudart\.so\.\d+", p):
             return p
     return ""
+
+
+def _tag(path: str) -> str:
+    """A library path, short: wheel:/sys: plus the file name (the full paths are in the JSON)."""
+    where = "wheel" if "site-packages" in path or "dist-packages" in path else "sys"
+    return f"{where}:{os.path.basename(path)}"
 
 
 def prepare(out: Path, library: str, timeout: int, gpu: bool) -> dict:
@@ -155,6 +171,8 @@ def run_one(name, cmd, env_extra, out: Path, timeout: int, facts: dict) -> dict:
             v = _real_so(facts["torch_wheel_cudart"])
         elif v == "@system_cudart":
             v = _real_so(facts["system_cudart"])
+        elif v == "@torch_cudnn":
+            v = next((p for p in facts["torch_wheel_cudnn"] if re.search(r"libcudnn\.so\.\d+$", p)), "")
         if not v:
             return {"name": name, "ended": "not run", "seconds": 0, "last_step": "",
                     "note": f"no file for {k}={env_extra[k]}", "cudart": [], "cublas": [], "tail": []}
@@ -177,7 +195,8 @@ def run_one(name, cmd, env_extra, out: Path, timeout: int, facts: dict) -> dict:
     tail = [ln for ln in se.splitlines() if ln.strip() and not ln.startswith("[proc_probe] mapped")][-4:]
     return {"name": name, "ended": "timeout" if rc == 124 else ended(rc, se), "rc": rc, "seconds": secs,
             "last_step": last, "cudart": sorted({x for x in libs if "libcudart" in x}),
-            "cublas": sorted({x for x in libs if "libcublas" in x and "Lt" not in x}), "tail": tail,
+            "cublas": sorted({x for x in libs if "libcublas" in x and "Lt" not in x}),
+            "cudnn": sorted({x for x in libs if re.search(r"libcudnn\.so", x)}), "tail": tail,
             "cmd": cmd, "env": env_extra}
 
 
@@ -209,11 +228,13 @@ def gdb_backtrace(r: dict, out: Path, timeout: int) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/hla-diagnose-ort-cuda")
-    ap.add_argument("--jobs", type=int, default=8, help="scenarios at once")
-    ap.add_argument("--timeout", type=int, default=240, help="seconds per scenario")
+    ap.add_argument("--jobs", type=int, default=16, help="scenarios at once")
+    ap.add_argument("--timeout", type=int, default=200, help="seconds per scenario")
     ap.add_argument("--library", help="libhla_ort_op.so with CUDA (default: build/find it)")
     ap.add_argument("--only", help="comma-separated scenario names (default: all)")
     ap.add_argument("--no-sanitizer", action="store_true")
+    ap.add_argument("--budget", type=int, default=0, help="seconds for everything (0: no limit): "
+                    "the gdb re-run is left out when it would not fit")
     a = ap.parse_args(argv)
     out = Path(a.out)
     (out / "ld").mkdir(parents=True, exist_ok=True)
@@ -242,13 +263,14 @@ def main(argv=None) -> int:
     results.sort(key=lambda r: order.get(r["name"], 99))
     for r in results:
         if r["ended"].startswith("SIG") and r["name"] != "sanitizer":
-            r["gdb"] = gdb_backtrace(r, out, a.timeout)
+            left = a.budget - (time.time() - t_start) - 20 if a.budget else 150
+            r["gdb"] = gdb_backtrace(r, out, int(min(left, 150))) if left >= 60 else "left out (time budget)"
             break  # one native backtrace is enough (and costs minutes)
     print("\n[diagnose] scenario table (logs in %s)" % out)
-    print(f"  {'scenario':<20} {'ended':<24} {'s':>6}  {'last step started':<18} libcudart / libcublas mapped")
+    print(f"  {'scenario':<20} {'ended':<24} {'s':>6}  {'last step started':<18} libcudart | libcublas | libcudnn mapped")
     for r in results:
-        print(f"  {r['name']:<20} {r['ended']:<24} {r.get('seconds', 0):>6}  {r.get('last_step', ''):<18} "
-              f"{', '.join(r.get('cudart', [])) or '-'} / {', '.join(r.get('cublas', [])) or '-'}")
+        libs = " | ".join(", ".join(_tag(x) for x in r.get(k, [])) or "-" for k in ("cudart", "cublas", "cudnn"))
+        print(f"  {r['name']:<20} {r['ended']:<24} {r.get('seconds', 0):>6}  {r.get('last_step', ''):<18} {libs}")
         for ln in r.get("tail", [])[-2:]:
             print(f"  {'':<20} | {ln[:150]}")
         for ln in r.get("sanitizer_errors", []):

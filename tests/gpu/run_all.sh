@@ -7,7 +7,8 @@
 #   --dry-run    print the plan (every step, its command, its time limit) and collect each pytest
 #                step's tests (pytest --collect-only), run nothing else; also HLA_GPU_DRY=1
 #   --steps      run only these steps (names as printed by --dry-run; install, onnxruntime-gpu and
-#                the builds always run), e.g. --steps triton or --steps gpu_test_ort_cuda_ep,parity_cuda
+#                the builds always run), e.g. --steps triton or --steps gpu_test_ort_cuda_ep,parity_cuda;
+#                two steps run ONLY when named here: diagnose_ort_cuda, diagnose_triton (docs/GPU.md)
 #   --tar FILE   write the log folder into FILE (a .tgz: one file to bring back from the device)
 #
 # Phase 0, in order (each timed): env (versions, GPU), install (`pip install --no-deps
@@ -220,6 +221,20 @@ if wanted parity_cuda; then
   fi
 fi
 
+# opt-in steps, only when named in --steps: the diagnoses of docs/GPU.md (one call each)
+optin_step() {  # name command...
+  local name=$1; shift
+  [ -n "$ONLY" ] && case ",$ONLY," in *",$name,"*) ;; *) return 0 ;; esac || return 0
+  ORDER=$((ORDER + 1)); NAMES+=("$name")
+  if [ "$DRY" = 1 ]; then say "step $name (limit ${LIMIT} s): $*"; return 0; fi
+  say "start $name: $*"
+  run_step "$ORDER" "$name" cmd "$LIMIT" -- "$@" &
+}
+optin_step diagnose_ort_cuda "$PY" tests/gpu/diagnose_ort_cuda.py --out "$LOG/diagnose_ort_cuda" --jobs 16 \
+  --timeout "$(( LIMIT > 600 ? 240 : LIMIT * 2 / 5 ))" --budget "$(( LIMIT - 10 ))"
+optin_step diagnose_triton "$PY" tests/gpu/diagnose_triton_hopper.py --json "$LOG/diagnose_triton.json" \
+  --timeout "$(( LIMIT > 200 ? LIMIT - 30 : LIMIT / 2 ))"
+
 if [ "$DRY" = 1 ]; then
   say "dry run: ${#NAMES[@]} test steps planned (${NAMES[*]}), limit ${LIMIT} s each, GPU present: $GPU, pytest-xdist: $XDIST"
   exit 0
@@ -229,6 +244,9 @@ wait
 echo
 "$PY" tests/gpu/summarize_run.py "$LOG" --gpu "$GPU" --wall "$(elapsed)"
 rc=$?
+for d in diagnose_ort_cuda diagnose_triton; do  # their tables, when they ran
+  if [ -f "$LOG/$d.log" ]; then echo; echo "[run_all] $d:"; grep -A 80 -E '^\[diagnose(_triton)?\] (scenario table|case / variant)' "$LOG/$d.log"; fi
+done
 if [ -n "$TAR" ]; then
   tar czf "$TAR" -C "$(dirname "$LOG")" "$(basename "$LOG")" && say "logs: $TAR"
 fi
