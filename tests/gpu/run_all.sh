@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")/../.." || exit 2
-ROOT=$PWD
+ROOT=$(pwd -P)
 PY=${PYTHON:-python3}
 LOG=${HLA_GPU_LOG_DIR:-/tmp/hla-gpu-logs}
 BUDGET=${HLA_GPU_BUDGET_S:-560}
@@ -120,7 +120,7 @@ else
     $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . && exit 0
     echo '[run_all] retrying with --break-system-packages (an externally managed Python)'
     $PY -m pip install -q --no-deps --no-build-isolation --no-index --break-system-packages -e ."
-  where=$(cd /tmp && "$PY" -c 'import hla_deploy, hla_deploy.exporters, os; print(os.path.dirname(hla_deploy.__file__))' 2>>"$LOG/install.log")
+  where=$(cd /tmp && "$PY" -c 'import hla_deploy, hla_deploy.exporters, os; print(os.path.dirname(os.path.realpath(hla_deploy.__file__)))' 2>>"$LOG/install.log")
   if [ "$where" != "$ROOT/hla_deploy" ]; then
     say "STOP: this checkout is not importable as installed (hla_deploy.exporters needs the install's package-dir mapping)."
     say "      'pip install --no-deps --no-build-isolation --no-index -e .' in $ROOT failed, or 'import hla_deploy' outside it found '${where:-nothing}' instead of $ROOT/hla_deploy. Log: $LOG/install.log"
@@ -136,6 +136,9 @@ has_cuda_ep() {
 ORDER=$((ORDER + 1)); ORT_ORDER=$ORDER; ORT_START=$(date +%s)
 {
   if ! has_cuda_ep && [ -n "${ORT_GPU_SITE:-}" ]; then export PYTHONPATH="$ORT_GPU_SITE${PYTHONPATH:+:$PYTHONPATH}"; fi
+  if ! has_cuda_ep && [ -d /tmp/ortsite/onnxruntime ]; then  # installed by an earlier call on this machine
+    export PYTHONPATH="/tmp/ortsite${PYTHONPATH:+:$PYTHONPATH}"
+  fi
   if ! has_cuda_ep && [ "$DRY" != 1 ]; then
     wheel=${ORT_GPU_WHEEL:-}
     if [ -z "$wheel" ]; then wheel=$(find /tmp -maxdepth 1 -name 'onnxruntime_gpu-*.whl' 2>/dev/null | head -n 1); fi
