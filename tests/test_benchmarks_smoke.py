@@ -28,6 +28,7 @@ KEYS = {
     "bench_ort_cpu": {"benchmark", "smoke", "config", "machine", "bandwidth", "results", "targets"},
     "bench_native_decode": {"benchmark", "smoke", "device", "decode_fp32", "hla2_vs_torch", "prefill"},
     "bench_cuda_prefill": {"benchmark", "smoke", "device", "prefill", "decode", "targets"},
+    "bench_triton_fp16": {"benchmark", "smoke", "device", "rows", "ratios"},
 }
 
 
@@ -113,5 +114,14 @@ def _check_cuda_prefill(out):
         assert _finite_positive(r["decode_us_per_layer"]), r
 
 
-CHECKS = {"bench_prefill": _check_prefill, "bench_ort_cpu": _check_ort_cpu,
+def _check_triton_fp16(out):
+    # fp16 o against the float32 plan (bf16 only on a GPU: the interpreter's bf16 tl.dot is wrong)
+    for r in out["rows"]:
+        assert _finite_positive(r["ms"]), r
+        if r["dtype"] == "fp16" or "interpreter" not in out["device"]:
+            assert r["rel_rms_vs_fp32"] <= (5e-3 if r["dtype"] == "fp16" else 3e-2), r
+    assert {(r["B"], r["T"]) for r in out["ratios"]} == {(r["B"], r["T"]) for r in out["rows"]}
+
+
+CHECKS = {"bench_prefill": _check_prefill, "bench_triton_fp16": _check_triton_fp16, "bench_ort_cpu": _check_ort_cpu,
           "bench_native_decode": _check_native_decode, "bench_cuda_prefill": _check_cuda_prefill}

@@ -142,8 +142,9 @@ def test_float16_state_beyond_float16_range(variant, ridge):
     """Issue 12: fp16 inputs whose state outgrows float16 (max 65504). With decay 1 the state M
     grows ~t^2; here (q, k of norm 6, T = 130, d = dv = 16) the final state reaches 3.3e5 (M
     reached 1.2e5 at the H200 failure's shape, d = dv = 64, T = 1030, norm 1.5). The kernels used to cast the state
-    tiles to float16 for the matrix products: inf, then NaN in o's normaliser and in dq. They
-    keep float32 operands for those products now (chunk_fwd._state_operand_dtype). ahla (E ~ t^2,
+    tiles to float16 for the matrix products: inf, then NaN in o's normaliser and in dq. The
+    forward now scales each row/column of those tiles by a power of two before the float16 cast
+    (operand.py); the backward keeps float32 operands (operand.state_operand_dtype). ahla (E ~ t^2,
     3.2e5 here) had the same fault (o non-finite) and the same fix (chunk_ahla.py)."""
     stats = {}
     err = _compare(1, 130, 2, 16, 16, torch.float16, (0.99, 1.0), True, ridge, seed=3, scale=6.0,

@@ -12,7 +12,7 @@
 # 2. builds the ORT custom-op library WITH its CUDA kernels into $HLA_DEPLOY_BUILD_DIR
 #    (default /tmp/hla-build-cuda, outside the work tree) using the ORT headers in
 #    $ONNXRUNTIME_INCLUDE_DIR (default: .deps/onnxruntime-1.21/usr/include/onnxruntime);
-# 3. runs, each in its own pytest process: every tests/gpu/test_*.py, tests/test_triton_hla.py,
+# 3. runs, each in its own pytest process: every tests/gpu/test_*.py, tests/test_triton_hla.py, tests/test_triton_plan.py,
 #    the CUDA cases of tests/test_ort_runtime.py, tests/test_benchmarks_smoke.py, then the
 #    parity check with ort-cuda and triton; prints one line of pass/skip/fail counts per step.
 # Exit status: 0 when no step failed (skips allowed), 1 otherwise. Logs: $HLA_GPU_LOG_DIR
@@ -86,6 +86,7 @@ for f in tests/gpu/test_*.py; do
   run_step "$(basename "$f" .py)" "$PY" -m pytest -q -rs -p no:cacheprovider "$f"
 done
 run_step test_triton_hla "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_triton_hla.py
+run_step test_triton_plan "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_triton_plan.py
 run_step test_ort_runtime_cuda "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_ort_runtime.py -k cuda
 run_step test_benchmarks_smoke "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_benchmarks_smoke.py
 run_step parity_cuda "$PY" -m hla_deploy parity hla_deploy/checkpoints/tiny-pystdlib \

@@ -152,7 +152,7 @@ def chunk_ahla_bwd_dh_kernel(
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: operand.state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     b_dp = tl.zeros([BD, BV], dtype=tl.float32)
     b_de = tl.zeros([BD, BV], dtype=tl.float32)
@@ -193,7 +193,7 @@ def chunk_ahla_bwd_dqkv_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     B = tl.num_programs(1) // H
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: operand.state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     qk_off = (i_b * T * H + i_h) * K
     v_off = (i_b * T * H + i_h) * V
