@@ -34,6 +34,7 @@ class KernelRequest:
     kernel_dir: Optional[Path]
     jobs: Optional[int]
     explicit: bool          # a kernel option was given: Triton missing is then an error (exit 3)
+    skip_unsupported: bool = False   # a configuration without a launch plan: a line, not an error (export)
 
 
 def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,10 +132,13 @@ def run_kernels(req: KernelRequest, prefix: str = "build-plugins") -> int:
         print("AOT kernels: no configurations to build")
         return 0
     try:
-        report = build_kernels(req.configs, req.archs, req.kernel_dir, jobs=req.jobs)
+        report = build_kernels(req.configs, req.archs, req.kernel_dir, jobs=req.jobs,
+                               skip_unsupported=req.skip_unsupported)
     except AOTCompileError as e:
         print(f"{prefix}: error: {e}", file=sys.stderr)
         return 1
+    for line in report.skipped:
+        print(f"AOT kernels: skipped {line} (it runs the token-serial CUDA kernel)")
     for a in req.archs:
         print(report.summary(a))
     return 0

@@ -1,7 +1,8 @@
 """Kernel directories: manifest.json + sm_XX/*.cubin (docs/AOT_KERNELS.md §2), built and cached.
 
-    build_kernels(configs, archs=(87, 90), kernel_dir=None, jobs=None, force=False, verbose=True)
-        -> BuildReport          compile what is missing into the kernel directory; reuse the rest
+    build_kernels(configs, archs=(87, 90), kernel_dir=None, jobs=None, force=False, verbose=True,
+                  skip_unsupported=False) -> BuildReport
+                                compile what is missing into the kernel directory; reuse the rest
     default_kernel_dir() -> Path                 <cache>/kernels (where the launcher looks last, §4)
     read_manifest(dir) -> dict                   {"schema": 1, "entries": [...]}; AOTCompileError if bad
     copy_kernels(src_dir, dest_dir, configs, archs) -> [entries]   a bundle's hla_kernels/
@@ -12,9 +13,10 @@ cubin it names is there with its sha256; otherwise it is compiled again and repl
 (a changed version or source recompiles). Cubin file names carry 8 hex digits of that key, so a
 process that read the old manifest never loads a new cubin under an old name.
 
-Compiling happens in worker processes (spawned: fresh interpreters, so TRITON_INTERPRET and the stub
-driver never touch the caller; ``jobs`` of them, default min(cpu count, jobs to do)), one job per
-(configuration, arch). The results are merged under a file lock (``<dir>/.build.lock``) into the
+Compiling happens in worker processes (hla_deploy.plugins.aot_worker: fresh interpreters without
+TRITON_INTERPRET, so neither the interpreter mode nor the stub driver touches the caller; ``jobs``
+of them, default min(cpu count, jobs to do)), one job per (configuration, arch), handed out as
+workers become free. The results are merged under a file lock (``<dir>/.build.lock``) into the
 manifest as it is on disk at that moment (another build may have added entries meanwhile), written
 atomically (temp file + rename, cubins first), then cubins no entry names are deleted. Failures of
 some configurations do not lose the others: those are merged, then AOTCompileError lists the failed.
@@ -22,11 +24,9 @@ some configurations do not lose the others: those are merged, then AOTCompileErr
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -50,8 +50,10 @@ class BuildReport:
     kernel_dir: Path
     compiled: List[Tuple[str, str]] = field(default_factory=list)   # (config name, "sm_90")
     reused: List[Tuple[str, str]] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)                 # skip_unsupported: why not built
     toolchains: Dict[int, Toolchain] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0          # wall clock of build_kernels
+    cpu_seconds: float = 0.0      # user + system time of the compile processes (and their ptxas)
 
     def summary(self, arch: int) -> str:
         a = arch_dir(arch)
@@ -142,9 +144,11 @@ def _normalise(configs: Iterable, archs: Iterable) -> Tuple[List[KernelConfig], 
 
 
 def build_kernels(configs: Iterable, archs: Iterable = (87, 90), kernel_dir=None, *, jobs: Optional[int] = None,
-                  force: bool = False, verbose: bool = True) -> BuildReport:
+                  force: bool = False, verbose: bool = True, skip_unsupported: bool = False) -> BuildReport:
     """Make ``kernel_dir`` (default: default_kernel_dir()) hold an entry for every (config, arch);
-    see the module docstring. ``configs``: KernelConfig or canonical names; ``archs``: 87, "90", "sm_90"."""
+    see the module docstring. ``configs``: KernelConfig or canonical names; ``archs``: 87, "90", "sm_90".
+    A configuration the launch plan refuses is an error, or with ``skip_unsupported`` a line in
+    ``report.skipped`` (exports and bundles: that node runs the token-serial kernel)."""
     t0 = time.time()
     cfgs, arch_list = _normalise(configs, archs)
     kdir = Path(kernel_dir) if kernel_dir is not None else default_kernel_dir()
@@ -172,13 +176,17 @@ def build_kernels(configs: Iterable, archs: Iterable = (87, 90), kernel_dir=None
             print(f"[hla-deploy] compiling {len(todo)} kernel configuration(s) "
                   f"({', '.join(sorted({arch_dir(tc.arch) for _, tc in todo}))}, Triton "
                   f"{todo[0][1].triton_version}) in {n} process(es) into {report.kernel_dir}", file=sys.stderr, flush=True)
+        cpu0 = _children_cpu()
         results = _run_jobs(todo, source_hash, n)
+        report.cpu_seconds = _children_cpu() - cpu0
         entries, files, errors = [], {}, []
         for (c, tc), res in zip(todo, results):
             if res[0] == "ok":
                 entries.append(res[1])
                 files.update(res[2])
                 report.compiled.append((c.name, arch_dir(tc.arch)))
+            elif res[0] == "unsupported" and skip_unsupported:
+                report.skipped.append(res[1])
             else:
                 errors.append(res[1])
         if entries:
@@ -187,15 +195,21 @@ def build_kernels(configs: Iterable, archs: Iterable = (87, 90), kernel_dir=None
             raise AOTCompileError(f"{len(errors)} of {len(todo)} kernel configuration(s) failed to compile "
                                   f"({len(entries)} written to {kdir}):\n  " + "\n  ".join(errors))
     report.seconds = time.time() - t0
+    if verbose and todo:
+        print(f"[hla-deploy] compiled {len(report.compiled)} kernel configuration(s) in {report.seconds:.0f} s "
+              f"({report.cpu_seconds:.0f} s CPU)", file=sys.stderr, flush=True)
     return report
 
 
+def _children_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _run_jobs(todo, source_hash: str, n: int):
-    from .triton_aot import compile_in_worker, worker_init
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=worker_init) as pool:
-        futures = [pool.submit(compile_in_worker, c.to_json(), tc, source_hash) for c, tc in todo]
-        return [f.result() for f in futures]
+    from .aot_worker import run_jobs
+    return run_jobs([(c.to_json(), tc, source_hash) for c, tc in todo], n)
 
 
 # ---- copies (bundles) --------------------------------------------------------------------------------

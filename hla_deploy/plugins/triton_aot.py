@@ -62,6 +62,10 @@ class AOTCompileError(PluginBuildError):
     the configuration, kernel and arch)."""
 
 
+class UnsupportedConfigError(AOTCompileError):
+    """The launch plan has no kernels for this configuration (the node runs token-serial)."""
+
+
 class TritonMissingError(AOTCompileError):
     """Triton is not importable: the AOT kernels need the ``[triton]`` extra where they are built."""
 
@@ -164,21 +168,20 @@ def _signature(fn, launch, label: str):
     if set(consts) != set(declared):
         raise AOTCompileError(f"{label}: the plan's constexprs {sorted(consts)} are not the kernel's tl.constexpr "
                               f"parameters {sorted(declared)}")
-    runtime = [p for p in fn.params if not p.is_constexpr]
+    runtime = [p.name for p in fn.params if not p.is_constexpr]
     params = list(launch.params)
-    if len(runtime) != len(params):
-        raise AOTCompileError(f"{label}: the plan lists {len(params)} parameters "
-                              f"({', '.join(p.name for p in params)}), the kernel takes {len(runtime)} "
-                              f"({', '.join(p.name for p in runtime)})")
+    if runtime != [p.arg for p in params]:
+        raise AOTCompileError(f"{label}: the plan's parameters ({', '.join(p.arg for p in params)}) are not the "
+                              f"kernel's runtime parameters in order ({', '.join(runtime)})")
     signature, attrs = {}, {}
-    by_name = dict(zip((p.name for p in runtime), params))
+    by_name = {p.arg: p for p in params}
     for kp in fn.params:
         if kp.is_constexpr:
             signature[kp.name] = "constexpr"
             continue
         pp = by_name[kp.name]
         if pp.type not in SIGNATURE_TYPES:
-            raise AOTCompileError(f"{label}: parameter {pp.name!r} has type {pp.type!r}; expected one of "
+            raise AOTCompileError(f"{label}: parameter {pp.arg!r} has type {pp.type!r}; expected one of "
                                   f"{', '.join(SIGNATURE_TYPES)}")
         signature[kp.name] = SIGNATURE_TYPES[pp.type]
         if pp.type.startswith("ptr_"):
@@ -233,19 +236,13 @@ def _check_grid(grid, label: str):
     return out
 
 
-def _short_name(fn_name: str, variant: str) -> str:
-    """chunk_hla2_fwd_h_kernel -> fwd_h (the cubin file's launch part)."""
-    s = re.sub(r"_kernel$", "", fn_name)
-    return re.sub(rf"^chunk_{variant}_", "", s)
-
-
 def _compile_launch(launch, index: int, cfg: KernelConfig, tc: Toolchain, hidden: List[str]):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = launch.fn
-    label = f"{cfg.name} launch {index} ({getattr(fn, '__name__', fn)}) for sm_{tc.arch}"
+    fn = launch.kernel
+    label = f"{cfg.name} launch {index} ({launch.name}) for sm_{tc.arch}"
     if not isinstance(fn, triton.runtime.JITFunction):
         raise AOTCompileError(f"{label}: the plan's kernel is a {type(fn).__name__}, not a bare triton.JITFunction "
                               f"(autotune/heuristics wrappers, or TRITON_INTERPRET=1 in the compiling process)")
@@ -270,7 +267,7 @@ def _compile_launch(launch, index: int, cfg: KernelConfig, tc: Toolchain, hidden
     for p, t in zip(params, ptx_types):
         if t not in PTX_TYPES[p["type"]]:
             raise AOTCompileError(f"{label}: parameter {p['name']!r} ({p['type']}) is .{t} in the PTX")
-    kernel = {"name": fn.__name__, "function": md.name, "num_warps": int(md.num_warps),
+    kernel = {"name": launch.name, "function": md.name, "num_warps": int(md.num_warps),
               "num_stages": int(launch.num_stages), "shared_bytes": int(md.shared),
               "constexprs": {k: _json_value(v) for k, v in consts.items()}, "grid": grid, "params": params}
     return kernel, ck.asm["cubin"]
@@ -283,7 +280,7 @@ def compile_entry(cfg: KernelConfig, tc: Toolchain, source_hash: str) -> Tuple[d
     Runs in THIS process: it installs the stub driver for the duration, points TRITON_PTXAS_PATH at
     ``tc.ptxas`` and Triton's cache at a temporary folder (removed after), and needs a process where
     TRITON_INTERPRET is not set when the kernels are first imported (kernel_dir runs it in fresh
-    worker processes)."""
+    worker processes: hla_deploy.plugins.aot_worker)."""
     from .stub_driver import fixed_target_driver
 
     saved = {k: os.environ.get(k) for k in ("TRITON_PTXAS_PATH", "TRITON_CACHE_DIR")}
@@ -315,25 +312,25 @@ def _compile_entry(cfg: KernelConfig, tc: Toolchain, source_hash: str):
     try:
         p = plan(cfg.variant, cfg.normalize, cfg.has_c, cfg.d, cfg.dv, cfg.dtype)
     except (ValueError, TypeError) as e:
-        raise AOTCompileError(f"{cfg.name}: no launch plan: {e}") from None
+        raise UnsupportedConfigError(f"{cfg.name}: the Triton kernels have no launch plan for it: {e}") from None
     if p.name != cfg.name:
         raise AOTCompileError(f"the launch plan names {cfg.name} {p.name!r}")
     hidden = hidden_param_names(tc.triton_version)
     key8 = entry_key(cfg, tc, source_hash)[:8]
-    kernels, files, used_names = [], {}, set()
+    kernels, files, roles = [], {}, set()
     for i, launch in enumerate(p.launches):
         kernel, cubin = _compile_launch(launch, i, cfg, tc, hidden)
-        short = _short_name(kernel["name"], cfg.variant)
-        if short in used_names:
-            short = f"{short}{i}"
-        used_names.add(short)
-        rel = f"{arch_dir(tc.arch)}/{cfg.name}.{short}.{key8}.cubin"
+        role = re.sub(r"[^A-Za-z0-9_]", "_", launch.role)
+        if role in roles:
+            role = f"{role}{i}"
+        roles.add(role)
+        rel = f"{arch_dir(tc.arch)}/{cfg.name}.{role}.{key8}.cubin"
         files[rel] = cubin
         kernels.append({"name": kernel.pop("name"), "cubin": rel, "sha256": hashlib.sha256(cubin).hexdigest(),
                         **kernel})
     entry = {"config": cfg.to_json(), "arch": arch_dir(tc.arch), "triton_version": tc.triton_version,
              "ptxas_version": tc.ptxas_version, "source_hash": source_hash, "chunk_size": int(p.chunk_size),
-             "state_size": int(p.state_size),
+             "state_size": int(p.state_size), "in_place": bool(p.in_place),
              "workspace": [{"name": w.name, "dtype": w.dtype, "dims": list(w.dims)} for w in p.workspace],
              "kernels": kernels}
     return entry, files
@@ -346,27 +343,24 @@ def entry_key(cfg: KernelConfig, tc: Toolchain, source_hash: str) -> str:
 
 
 def compile_in_worker(cfg_json: dict, tc: Toolchain, source_hash: str):
-    """Process-pool entry point: ("ok", entry, files) or ("error", message) (Triton's exceptions do
-    not always pickle)."""
-    os.environ.pop("TRITON_INTERPRET", None)
+    """Worker entry point (hla_deploy.plugins.aot_worker): ("ok", entry, files), ("unsupported", message)
+    or ("error", message) (Triton's exceptions do not always pickle)."""
     try:
         entry, files = compile_entry(KernelConfig.from_json(cfg_json), tc, source_hash)
         return "ok", entry, files
+    except UnsupportedConfigError as e:
+        return "unsupported", str(e)
     except AOTCompileError as e:
         return "error", str(e)
     except Exception as e:  # a bug or an unexpected Triton failure: still one line per configuration
         return "error", f"{KernelConfig.from_json(cfg_json).name} for sm_{tc.arch}: {type(e).__name__}: {e}"
 
 
-def worker_init() -> None:
-    """Process-pool initializer: no Triton interpreter in the compiling processes (the kernels must be
-    JITFunctions, not interpreted functions)."""
-    os.environ.pop("TRITON_INTERPRET", None)
-
-
 def cubin_arch(cubin: bytes) -> Optional[int]:
-    """The SM version in a cubin's ELF header (e_flags low byte), None when not an ELF."""
+    """The SM version in a cubin's ELF header, None when not an ELF: e_flags bits 0-7 in the ABI-7
+    format (ptxas <= 12.8), bits 8-15 in the ABI-8 one (ptxas 12.9+)."""
     import struct
-    if cubin[:4] != b"\x7fELF":
+    if cubin[:4] != b"\x7fELF" or len(cubin) < 52:
         return None
-    return struct.unpack_from("<I", cubin, 48)[0] & 0xFF
+    flags = struct.unpack_from("<I", cubin, 48)[0]
+    return (flags >> 8) & 0xFF if cubin[8] >= 8 else flags & 0xFF
