@@ -195,3 +195,35 @@ def test_stub_driver_is_installed_and_restored():
         with pytest.raises(RuntimeError, match="cannot run kernels"):
             d.get_benchmarker()
     assert driver._active is before
+
+
+def test_default_set_without_ptxas_126_builds_sm90_only(capsys, monkeypatch):
+    """A GPU machine without network access: plain `build-plugins` cannot fetch sm_87's ptxas 12.6;
+    that is one line and sm_90 still builds (an explicit --arch 87 is an error instead)."""
+    pytest.importorskip("triton")
+    import hla_deploy.plugins as plugins
+    from hla_deploy.plugins import kernel_dir, triton_aot
+    real = triton_aot.toolchain
+
+    def toolchain(arch):
+        if arch == 87:
+            raise triton_aot.AOTCompileError("sm_87 cubins are assembled with CUDA 12.6's ptxas, which could not "
+                                             "be fetched: offline (test)")
+        return real(arch)
+    calls = []
+    monkeypatch.setattr(triton_aot, "toolchain", toolchain)
+    monkeypatch.setattr(kernel_dir, "build_kernels",
+                        lambda configs, archs, *a, **k: calls.append(archs) or _fake_report(calls, configs, archs))
+    monkeypatch.setattr(plugins, "_run_native", lambda args: 0)
+    rc, out, err = cli(capsys, "build-plugins")
+    assert rc == 0 and calls == [[90]], (out, err)
+    assert out.splitlines()[0].startswith("AOT kernels sm_87: not built: sm_87 cubins") and "kernels sm_90:" in out
+
+
+def _fake_report(calls, configs, archs):
+    from hla_deploy.plugins.kernel_dir import BuildReport
+    from hla_deploy.plugins.triton_aot import Toolchain
+    r = BuildReport(Path("/nowhere"))
+    r.toolchains = {a: Toolchain(a, "3.x", "ptxas", "12.x") for a in archs}
+    r.compiled = [(c.name, f"sm_{a}") for c in configs for a in archs]
+    return r

@@ -8,7 +8,8 @@
 
 Exit status 3 is the project's "optional dependency missing". With no kernel option at all the
 default set is built when Triton is importable, and skipped with one line when it is not (the ONNX
-Runtime library never needs Triton).
+Runtime library never needs Triton); likewise an arch whose ptxas cannot be had (sm_87's CUDA 12.6
+ptxas on a machine without network access) is one line, not a failure.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class KernelRequest:
     jobs: Optional[int]
     explicit: bool          # a kernel option was given: Triton missing is then an error (exit 3)
     skip_unsupported: bool = False   # a configuration without a launch plan: a line, not an error (export)
+    verbose: bool = True
 
 
 def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +116,7 @@ def kernel_request(args: argparse.Namespace) -> Optional[KernelRequest]:
     kdir = Path(args.kernel_dir).expanduser() if args.kernel_dir else None
     if kdir is not None and kdir.exists() and not kdir.is_dir():
         raise UsageError(f"--kernel-dir {kdir}: exists and is not a directory")
-    return KernelRequest(unique, archs, kdir, args.jobs, explicit)
+    return KernelRequest(unique, archs, kdir, args.jobs, explicit, verbose=not getattr(args, "quiet", False))
 
 
 def run_kernels(req: KernelRequest, prefix: str = "build-plugins") -> int:
@@ -131,14 +133,25 @@ def run_kernels(req: KernelRequest, prefix: str = "build-plugins") -> int:
     if not req.configs:
         print("AOT kernels: no configurations to build")
         return 0
+    archs = list(req.archs)
+    if not req.explicit:  # the implicit default set: an arch whose ptxas is unavailable is a line, not a failure
+        from .triton_aot import toolchain
+        for a in list(archs):
+            try:
+                toolchain(a)
+            except AOTCompileError as e:
+                print(f"AOT kernels sm_{a}: not built: {e}")
+                archs.remove(a)
+        if not archs:
+            return 0
     try:
-        report = build_kernels(req.configs, req.archs, req.kernel_dir, jobs=req.jobs,
-                               skip_unsupported=req.skip_unsupported)
+        report = build_kernels(req.configs, archs, req.kernel_dir, jobs=req.jobs,
+                               skip_unsupported=req.skip_unsupported, verbose=req.verbose)
     except AOTCompileError as e:
         print(f"{prefix}: error: {e}", file=sys.stderr)
         return 1
     for line in report.skipped:
         print(f"AOT kernels: skipped {line} (it runs the token-serial CUDA kernel)")
-    for a in req.archs:
+    for a in archs:
         print(report.summary(a))
     return 0
