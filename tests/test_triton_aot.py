@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -305,3 +304,31 @@ def test_bad_manifest_is_an_error_naming_it(tmp_path):
     (tmp_path / "manifest.json").write_text('{"schema": 1, "entr')
     with pytest.raises(AOTCompileError, match=r"manifest.json: not a readable manifest"):
         build_kernels(QUICK[:1], [90], tmp_path, verbose=False)
+
+
+def test_refusals_name_what_the_launcher_lacks():
+    """Kernels the C++ launcher could not run are build errors, never a manifest entry."""
+    from types import SimpleNamespace
+    from hla_deploy.plugins.triton_aot import AOTCompileError, _refuse_unsupported
+    ok = dict(global_scratch_size=0, profile_scratch_size=0, tensordesc_meta=[], tmem_size=0, num_ctas=1,
+              launch_cooperative_grid=False, launch_pdl=False, shared=1024)
+    _refuse_unsupported(SimpleNamespace(**ok), "k", 90)
+    for change, needle in [(dict(global_scratch_size=256), "global scratch memory (256 bytes)"),
+                           (dict(profile_scratch_size=64), "profile scratch"),
+                           (dict(tensordesc_meta=[{}, {}]), "tensor descriptors / TMA (2 of them)"),
+                           (dict(num_ctas=2), "a cluster of 2 CTAs"), (dict(launch_pdl=True), "programmatic"),
+                           (dict(shared=164 * 1024), "above sm_87's opt-in limit")]:
+        with pytest.raises(AOTCompileError, match=re.escape(needle)):
+            _refuse_unsupported(SimpleNamespace(**dict(ok, **change)), "k", 87)
+
+
+def test_export_kernels_builds_exactly_the_graphs_configurations(tiny_ckpt, tmp_path, capsys):
+    from hla_deploy.cli import main
+    kdir = tmp_path / "kernels"
+    rc = main(["export", str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), "--dtype", "fp16", "--kernels", "90",
+               "--kernel-dir", str(kdir)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"kernels sm_90: {kdir.resolve()} (1 configurations: 1 compiled, 0 reused" in out
+    assert [(KernelConfig.from_json(e["config"]).name, e["arch"]) for e in _manifest(kdir)["entries"]] == [
+        ("hla2-n0-c0-d4-dv4-fp16", "sm_90")]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .kernel_configs import ARCHS, CONFIG_SETS, ConfigError, KernelConfig, kernel_configs_of_model, parse_arch
+from .kernel_configs import CONFIG_SETS, ConfigError, KernelConfig, kernel_configs_of_model, parse_arch
 
 DEFAULT_ARCHS = "87,90"
 

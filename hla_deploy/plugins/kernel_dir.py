@@ -35,7 +35,7 @@ from .._atomic import atomic_write_bytes, atomic_write_text
 from .cmake import build_lock
 from .kernel_configs import KernelConfig, arch_dir, parse_arch
 from .locations import cache_dir
-from .triton_aot import AOTCompileError, Toolchain, entry_key, kernel_source_hash, toolchain
+from .triton_aot import AOTCompileError, Toolchain, kernel_source_hash, toolchain
 
 MANIFEST = "manifest.json"
 SCHEMA = 1

@@ -203,20 +203,21 @@ def _ptx_params(ptx: str, entry: str, label: str) -> List[str]:
 
 
 def _refuse_unsupported(md, label: str, arch: int) -> None:
-    checks = [
+    num_ctas = int(getattr(md, "num_ctas", 1) or 1)
+    needs = [
         (getattr(md, "global_scratch_size", 0) or 0, "global scratch memory ({} bytes)"),
         (getattr(md, "profile_scratch_size", 0) or 0, "profile scratch memory ({} bytes)"),
-        (len(getattr(md, "tensordesc_meta", None) or ()), "tensor descriptors / TMA ({} descriptors)"),
+        (len(getattr(md, "tensordesc_meta", None) or ()), "tensor descriptors / TMA ({} of them)"),
         (getattr(md, "tmem_size", 0) or 0, "tensor memory ({} bytes)"),
-        (int(getattr(md, "num_ctas", 1) or 1) > 1 and md.num_ctas, "a cluster of {} CTAs"),
-        (bool(getattr(md, "launch_cooperative_grid", False)), "a cooperative launch{}"),
-        (bool(getattr(md, "launch_pdl", False)), "programmatic dependent launch{}"),
+        (num_ctas if num_ctas > 1 else 0, "a cluster of {} CTAs"),
+        (int(bool(getattr(md, "launch_cooperative_grid", False))), "a cooperative launch"),
+        (int(bool(getattr(md, "launch_pdl", False))), "programmatic dependent launch"),
     ]
-    for value, what in checks:
+    for value, what in needs:
         if value:
-            raise AOTCompileError(f"{label}: the kernel needs {what.format('' if value is True else value)}, which "
-                                  f"the AOT launcher does not provide (it passes 0 for the hidden pointers and "
-                                  f"launches plainly); change the kernel or its plan")
+            raise AOTCompileError(f"{label}: the kernel needs {what.format(value)}, which the AOT launcher does not "
+                                  f"provide (it passes 0 for the hidden pointers and launches plainly); change the "
+                                  f"kernel or its plan")
     if md.shared > MAX_SHARED_OPTIN[arch]:
         raise AOTCompileError(f"{label}: {md.shared} bytes of shared memory, above sm_{arch}'s opt-in limit of "
                               f"{MAX_SHARED_OPTIN[arch]}; use smaller blocks or fewer stages in the plan")
