@@ -9,6 +9,8 @@ plugin library is built (CUDA kernels for sm_90 only here, to save time) and che
   mocked TensorRT objects (field parsing as the ONNX parser passes attributes, output shapes,
   formats, data types incl. bfloat16 and mixed-type rejection, configure/onShapeChange/enqueue
   validation, workspace size, serialization);
+- hla_trt_plugin_aot_test drives getWorkspaceSize / enqueue through the AOT launcher against a mocked
+  CUDA driver (the launches, their arguments and the workspace carve-up);
 - the C++ runner compiles (it is linked only when libnvinfer is found).
 Without nvcc only the TensorRT-free attribute/shape rules are built and tested; the rest is
 skipped with the reason.
@@ -102,6 +104,17 @@ def test_ctypes_loads_and_get_creators_returns_one_creator(plugin_lib):
 
 def test_plugin_interfaces_with_mocked_tensorrt(plugin_lib, trt_build_dir):
     proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_test")
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    assert ", 0 failures" in proc.stdout and "FAIL" not in proc.stdout
+
+
+def test_enqueue_runs_the_aot_launcher_with_a_mocked_driver(plugin_lib, trt_build_dir):
+    """getWorkspaceSize and enqueue -> hla::forward_cuda -> the AOT launcher, against the mocked CUDA
+    driver (plugins/common/tests/fake_cuda_driver.cpp): grid, block, shared memory and every kernel
+    argument checked against the manifest the test writes; a missing cubin is an enqueue error with
+    a message; one warning through TensorRT's logger for a configuration without kernels."""
+    proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_aot_test")
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout
     assert ", 0 failures" in proc.stdout and "FAIL" not in proc.stdout
