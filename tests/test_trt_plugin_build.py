@@ -138,4 +138,7 @@ def test_plugin_enqueue_matches_cpu_kernel_on_gpu(plugin_lib, trt_build_dir):
     assert cases == sorted([
         "hla2, normalize=0, float32", "ahla, normalize=1, float32", "hla3, normalize=0, float32",
         "hla2, normalize=0, float16", "hla2, normalize=0, bfloat16", "ahla, normalize=1, bfloat16",
+        # prefills the AOT kernels serve when the kernel directory has them (tests/gpu/test_aot_prefill.py)
+        "hla2, normalize=1, bfloat16, T=130 d=64", "hla2, normalize=0, float16, T=130 d=64",
+        "ahla, normalize=1, bfloat16, T=130 d=64",
     ]), proc.stdout
