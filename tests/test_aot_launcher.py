@@ -188,7 +188,7 @@ def expected_layout(entry, B, T, H):
     sym = {"B": B, "H": H, "T": T, "NT": NT}
     offs, off = {}, 0
     for b in entry["workspace"]:
-        n = math.prod(sym.get(f, f) for f in b["dims"]) * (4 if b["dtype"] in ("fp32", "i32") else 2)
+        n = math.prod(sym.get(f, f) for f in b["dims"]) * (4 if b["dtype"] == "fp32" else 2)
         offs[b["name"]] = off
         off += align(n)
     offs["decay"] = off
@@ -610,6 +610,8 @@ BAD_ENTRIES = [
     (lambda e: e["kernels"][0].__setitem__("num_warps", 4.5), "num_warps: expected an integer in [1, 32], got 4.5"),
     (lambda e: e.__setitem__("kernels", []), "entries[0].kernels: expected at least one kernel"),
     (lambda e: e.__setitem__("arch", "90"), 'entries[0].arch: expected "sm_<major><minor>"'),
+    (lambda e: e["workspace"][0].__setitem__("dtype", "i64"), 'entries[0].workspace[0].dtype: expected "fp32"'),
+    (lambda e: e["workspace"].append(dict(e["workspace"][0])), 'duplicate workspace buffer "ws_s"'),
 ]
 
 

@@ -161,15 +161,11 @@ bool parse_workspace(const Ctx& c, const Value& e, const std::string& field, std
       if (other.name == b.name) return c.fail(w, f + ".name", "duplicate workspace buffer \"" + b.name + "\"");
     }
     DType t = DType::kFloat32;
-    if (dtype == "i32") {
-      b.elem_bytes = 4;
-      b.ptr_type = ParamType::kI32;  // no parameter type names an int pointer: such a buffer cannot be bound
-    } else if (parse_dtype(dtype, &t)) {
-      b.elem_bytes = t == DType::kFloat32 ? 4 : 2;
-      b.ptr_type = ptr_type_of(t);
-    } else {
-      return c.fail(*w.find("dtype"), f + ".dtype", "expected \"fp32\", \"fp16\", \"bf16\" or \"i32\", got \"" + dtype + "\"");
+    if (!parse_dtype(dtype, &t)) {
+      return c.fail(*w.find("dtype"), f + ".dtype", "expected \"fp32\", \"fp16\" or \"bf16\", got \"" + dtype + "\"");
     }
+    b.elem_bytes = t == DType::kFloat32 ? 4 : 2;
+    b.ptr_type = ptr_type_of(t);
     if (!member(c, w, f, "dims", Value::Kind::kArray, &dims) || !parse_product(c, *dims, f + ".dims", &b.dims)) return false;
     out->push_back(std::move(b));
   }
