@@ -253,6 +253,8 @@ def test_launches_match_the_manifest(env, dtype):
     # 72 KB > 48 KB: the output kernel's dynamic shared-memory limit is raised to what it needs
     attrs = [c for c in calls if c["call"] == "cuFuncSetAttribute"]
     assert attrs == [{"call": "cuFuncSetAttribute", "function": "fwd_o_" + dtype, "attr": 8, "value": 73728}]
+    assert [c for c in calls if c["call"] == "cuFuncSetCacheConfig"] == [
+        {"call": "cuFuncSetCacheConfig", "function": "fwd_o_" + dtype, "config": 1}]  # PREFER_SHARED, as Triton
     mem = [c for c in calls if c["call"] == "cuMemsetD32Async"]
     assert mem == [{"call": "cuMemsetD32Async", "dst": base + offs["decay"], "value": f32_bits(0.95), "count": H,
                     "stream": 0}]

@@ -383,6 +383,12 @@ bool function_for(const cu::Api& api, State& s, const ContextScope& ctx, const D
     return false;
   }
   if (uint64_t(k.shared_bytes) > kDefaultSharedLimit) {
+    // as Triton's own loader does for such kernels: prefer shared memory over L1, then opt in
+    r = api.FuncSetCacheConfig(fn, cu::kFuncCachePreferShared);
+    if (r != cu::kSuccess) {
+      *error = "cuFuncSetCacheConfig(PREFER_SHARED) of " + k.function + " failed: " + cu::error_text(api, r);
+      return false;
+    }
     r = api.FuncSetAttribute(fn, cu::kFuncAttrMaxDynamicShared, int(k.shared_bytes));
     if (r != cu::kSuccess) {
       *error = "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + std::to_string(k.shared_bytes) + ") of " +

@@ -50,6 +50,7 @@ Loaded load() {
   resolve(lib, "cuModuleGetFunction", &a.ModuleGetFunction, true, &missing);
   resolve(lib, "cuFuncGetAttribute", &a.FuncGetAttribute, true, &missing);
   resolve(lib, "cuFuncSetAttribute", &a.FuncSetAttribute, true, &missing);
+  resolve(lib, "cuFuncSetCacheConfig", &a.FuncSetCacheConfig, true, &missing);
   resolve(lib, "cuFuncGetParamInfo", &a.FuncGetParamInfo, false, &missing);
   resolve(lib, "cuLaunchKernel", &a.LaunchKernel, true, &missing);
   resolve(lib, "cuMemsetD32Async", &a.MemsetD32Async, true, &missing);

@@ -31,6 +31,7 @@ constexpr int kAttrComputeCapabilityMinor = 76;    // CU_DEVICE_ATTRIBUTE_COMPUT
 constexpr int kAttrMaxSharedPerBlockOptin = 97;    // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 constexpr int kFuncAttrSharedSizeBytes = 1;        // CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES (static)
 constexpr int kFuncAttrMaxDynamicShared = 8;       // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+constexpr int kFuncCachePreferShared = 1;          // CU_FUNC_CACHE_PREFER_SHARED
 
 // The entry points, resolved once. Optional ones (newer drivers) are null when absent.
 struct Api {
@@ -50,6 +51,7 @@ struct Api {
   Result (*ModuleGetFunction)(Function*, Module, const char*) = nullptr;
   Result (*FuncGetAttribute)(int*, int, Function) = nullptr;
   Result (*FuncSetAttribute)(Function, int, int) = nullptr;
+  Result (*FuncSetCacheConfig)(Function, int) = nullptr;
   Result (*FuncGetParamInfo)(Function, size_t, size_t*, size_t*) = nullptr;  // optional (CUDA 12.4+)
   Result (*LaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          Stream, void**, void**) = nullptr;

@@ -342,6 +342,15 @@ FAKE_API Result cuFuncSetAttribute(void* fn, int attr, int value) {
   return kOk;
 }
 
+FAKE_API Result cuFuncSetCacheConfig(void* fn, int config) {
+  Fake& f = fake();
+  std::lock_guard<std::mutex> lock(f.mu);
+  if (Result r = failure(f, "cuFuncSetCacheConfig")) return r;
+  record(f, "{\"call\": \"cuFuncSetCacheConfig\", \"function\": \"" + static_cast<Function*>(fn)->name +
+                "\", \"config\": " + std::to_string(config) + "}");
+  return kOk;
+}
+
 FAKE_API Result cuFuncGetParamInfo(void* fn, size_t index, size_t* offset, size_t* size) {
   Fake& f = fake();
   std::lock_guard<std::mutex> lock(f.mu);
