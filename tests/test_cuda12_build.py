@@ -37,11 +37,10 @@ COMMON = ROOT / "plugins" / "common"
 TRT = ROOT / "plugins" / "trt_hla"
 ORT = ROOT / "plugins" / "ort_hla"
 
-# Every kernel instantiation hla_cuda.cu's dispatch() and launch_chunked() launch.
+# Every kernel instantiation hla_cuda.cu's dispatch() launches (the token-serial kernel; prefills
+# of hla2 / ahla run AOT-compiled Triton cubins through the plugin-independent launcher).
 KERNELS = [f"hla::hla_forward_kernel<{vec}, {t}, {smem}>"
            for vec in (1, 4) for t in ("float", "__half", "__nv_bfloat16") for smem in ("true", "false")]
-KERNELS += [f"hla::{kind}_chunk_{part}_kernel<{t}>" for kind in ("hla2", "ahla") for part in ("state", "out")
-            for t in ("float", "__half", "__nv_bfloat16")]
 
 # NVRTC 12.6 has no <cstdint>/<cstddef> of its own: map them to libcu++ (cccl), as the kernels need.
 SHIM_CSTDINT = """#pragma once
@@ -78,7 +77,6 @@ def nvrtc_compile(nv: Path, arch: str, shim_dir: Path):
             assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0
         opts = [f"--gpu-architecture={arch}", "-std=c++17", "-default-device",
                 f"-I{shim_dir}", f"-I{nv / 'cuda_runtime' / 'include'}", f"-I{nv / 'cuda_cccl' / 'include'}",
-                # <mma.h> (WMMA, the chunked prefill) includes crt/mma.h, which ships in the nvcc wheel
                 f"-I{nv / 'cuda_nvcc' / 'include'}",
                 f"-I{COMMON}"]
         rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts]))
