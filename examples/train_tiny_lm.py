@@ -369,6 +369,11 @@ def main(argv=None, t0: float | None = None) -> int:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     amp = lambda: autocast(device, precision)  # noqa: E731
     deadline = Deadline(t0, None if args.hard_stop_min is None else args.hard_stop_min * 60)
+    try:                                   # before any work: a budget needs timed steps in the warm-up
+        StepWindow.for_run(args.warmup, 0, args.profile_steps,
+                           need_within_warmup=bool(args.time_budget_min) and not args.resume)
+    except ValueError as exc:
+        raise SystemExit(f"train_tiny_lm.py: error: {exc}") from None
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True       # fp32 runs: TF32 matmuls outside the HLA op
         torch.backends.cudnn.allow_tf32 = True
@@ -424,6 +429,7 @@ def main(argv=None, t0: float | None = None) -> int:
         compile_blocks(model, args.compile_backend)
         compile_note = f"blocks compiled ({args.compile_backend})"
     metrics.update({"config": model.config.to_dict(), "steps": args.steps, "batch": args.batch,
+                    "eval_windows": args.eval_windows,
                     "seq_len": args.seq_len, "lr": args.lr, "seed": args.seed, "start_step": start_step,
                     "device": str(device), "attn_backend": args.attn_backend, "precision": precision,
                     "device_name": torch.cuda.get_device_name(device) if cuda else "CPU",
@@ -437,7 +443,9 @@ def main(argv=None, t0: float | None = None) -> int:
           f"compile {compile_note}", flush=True)
 
     model.train()
-    bar = tqdm(total=args.steps, initial=start_step, dynamic_ncols=True, mininterval=5.0) if tqdm else None
+    # a progress bar on a terminal; otherwise (a log file, a device call) one line per evaluation
+    bar = (tqdm(total=args.steps, initial=start_step, dynamic_ncols=True, mininterval=5.0)
+           if tqdm and sys.stderr.isatty() else None)
     say = bar.write if bar else print
     acc, acc_n, step = 0.0, 0, start_step
     eval_s = ckpt_s = 0.0
@@ -495,7 +503,10 @@ def main(argv=None, t0: float | None = None) -> int:
             vl = evaluate(model, vwin, args.batch, amp)
             eval_s += time.perf_counter() - t_e
             metrics["val"].append([step, vl])
-            say(f"step {step}: val loss {vl:.4f} nats/byte ({vl / math.log(2):.3f} bits/byte)")
+            tail = "" if bar or not metrics["train"] else (
+                f"; train loss {metrics['train'][-1][1]:.4f} (step {metrics['train'][-1][0]}), lr {lr:.2e}, "
+                f"{time.perf_counter() - t_train:.0f} s")
+            say(f"step {step}: val loss {vl:.4f} nats/byte ({vl / math.log(2):.3f} bits/byte){tail}")
         if step % args.ckpt_every == 0 or step == args.steps or hard_stop:
             sync()
             t_c = time.perf_counter()

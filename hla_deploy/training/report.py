@@ -51,7 +51,7 @@ def _speed_rows(m: dict) -> list:
             f"of steps); steady state {t.get('steady_tokens_per_s') or 0:,.0f} tokens/s "
             f"({t.get('steady_ms_per_step') or 0:.2f} ms/step, steps {t.get('steady_window', '-')}) |"]
     if t:
-        rows.append(f"| time | wall {t['wall_seconds']:.1f} s = **{t['wall_over_train']:.3f} x** the training time "
+        rows.append(f"| time | wall {t['wall_seconds']:.1f} s = **{t['wall_over_train']:.3f}x the training time** "
                     f"{m['train_seconds']:.1f} s (steps {t['step_seconds']:.1f} s incl. the first step's "
                     f"{t['first_step_seconds']:.1f} s of compilation, periodic evaluation {t['eval_seconds']:.1f} s, "
                     f"checkpoints {t['ckpt_seconds']:.1f} s); before training {t['setup_seconds']:.1f} s "
