@@ -31,11 +31,13 @@ the script started (then evaluates, samples, saves, exports and writes TRAINING_
 
 Presets (`--preset NAME` sets defaults; explicit flags still win):
     demo-triton   the demo to ship, trained with the Triton kernels on one CUDA GPU (H200):
-                  d_model 256, 4 blocks of 4 hla2 heads (d = dv = 64), MLP 768 (3,475,968
-                  parameters), batch 32 x 512 bytes, bf16 autocast, compiled blocks, --device
-                  cuda --attn-backend triton; the exported weights are stored as float16
-                  (`--save-dtype fp16`: 6.6 MiB; the final evaluation and samples use exactly
-                  those weights). Run by examples/gpu_train_demo.sh.
+                  d_model 256, 4 blocks of 3 hla2 heads (d = dv = 64), MLP 1024 (4,000,256
+                  parameters; the HLA state of today's 1.8M demo, so the CPU quickstart costs
+                  the same: docs/BENCHMARKS.md, quickstart-size), batch 32 x 512 bytes, bf16
+                  autocast, compiled blocks, --device cuda --attn-backend triton; the exported
+                  weights are stored as float16 (`--save-dtype fp16`: 7.6 MiB; the final
+                  evaluation and samples use exactly those weights). Run by
+                  examples/gpu_train_demo.sh.
 
 Every run writes TRAINING_RUN.md (also into --export-dir): the command, seed, data and split,
 precision, the loss curve, validation loss, training tokens/s, wall and training time, checkpoint
@@ -77,7 +79,7 @@ from hla_deploy.training.report import plot_loss_curve, write_training_run  # no
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__", "idle_test"}
 
 PRESETS = {
-    "demo-triton": dict(d_model=256, n_layers=4, n_heads=4, head_dim=64, value_dim=64, mlp_hidden=768,
+    "demo-triton": dict(d_model=256, n_layers=4, n_heads=3, head_dim=64, value_dim=64, mlp_hidden=1024,
                         decay_lo=0.9, decay_hi=0.995, device="cuda", attn_backend="triton", batch=32,
                         seq_len=512, eval_every=500, log_every=100, ckpt_every=10**9, precision="bf16",
                         compile="on", save_dtype="fp16"),
@@ -446,7 +448,7 @@ def main(argv=None, t0: float | None = None) -> int:
     # a progress bar on a terminal; otherwise (a log file, a device call) one line per evaluation
     bar = (tqdm(total=args.steps, initial=start_step, dynamic_ncols=True, mininterval=5.0)
            if tqdm and sys.stderr.isatty() else None)
-    say = bar.write if bar else print
+    say = bar.write if bar else (lambda msg: print(msg, flush=True))
     acc, acc_n, step = 0.0, 0, start_step
     eval_s = ckpt_s = 0.0
     first_step_s = None

@@ -28,6 +28,7 @@ KEYS = {
     "bench_ort_cpu": {"benchmark", "smoke", "config", "machine", "bandwidth", "results", "targets"},
     "bench_native_decode": {"benchmark", "smoke", "device", "decode_fp32", "hla2_vs_torch", "prefill"},
     "bench_cuda_prefill": {"benchmark", "smoke", "device", "prefill", "decode", "targets"},
+    "bench_quickstart_size": {"benchmark", "smoke", "rounds", "results"},
 }
 
 

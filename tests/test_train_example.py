@@ -40,18 +40,24 @@ TINY = ["--device", "cpu", "--val-every", "2", "--steps", "4", "--ckpt-every", "
         "--mlp-hidden", "16", "--sample-tokens", "6"]
 
 
-def test_demo_triton_preset_fits_25_mb(tmp_path):
+def test_demo_triton_preset_size_and_speed_settings(tmp_path):
+    """The shipped demo's preset: Triton on CUDA, bf16, compiled; larger than the 1.8M model but with
+    its HLA state (4 layers x 3 heads of 64: the CPU quickstart's cost); float16 weights under
+    10 MB (a tracked file over 10 MB is flagged) and under test_models' 8 MiB bound."""
     mod = _train_module()
     args = mod.parse_args(["--preset", "demo-triton"])
     assert (args.attn_backend, args.device, args.batch, args.seq_len) == ("triton", "cuda", 32, 512)
+    assert (args.precision, args.compile, args.save_dtype) == ("bf16", "on", "fp16")
     assert mod.parse_args(["--preset", "demo-triton", "--batch", "8"]).batch == 8  # flags win
     model = HLALanguageModel(mod.build_config(args))
-    path = model.save(tmp_path / "ck")
-    size = (Path(path) / "model.safetensors").stat().st_size
-    assert model.num_parameters() > 1_820_608  # larger than the shipped 1.8M model
-    assert size <= 25 * 10**6, size
-    from hla_deploy.ops import triton as hla_triton
     c = model.config
+    assert model.num_parameters() == 4_000_256 > 1_820_608
+    assert c.n_layers * c.n_heads * c.state_size == 4 * 3 * 8192        # today's demo's state
+    path = model.to(torch.float16).save(tmp_path / "ck")
+    size = (Path(path) / "model.safetensors").stat().st_size
+    assert size <= min(10 * 10**6, 8 * 2**20), size
+    assert HLALanguageModel.load(path).embed.weight.dtype == torch.float32
+    from hla_deploy.ops import triton as hla_triton
     assert hla_triton.supports(c.variant, c.normalize, c.ridge, head_dim=c.head_dim, value_dim=c.value_dim)
 
 
