@@ -140,7 +140,7 @@ def model_card(m: dict, run_md: str, digests: dict, targets: dict) -> str:
         f"bits/byte)**, {m['final_val_note']}; byte-unigram cross-entropy {m['unigram_val_ce']:.3f} |",
         f"| training | {m['train_seconds']:.0f} s on one {m['device_name']}, {m['final_step']:,} steps, "
         f"{m['final_step'] * m['batch'] * m['seq_len'] / 1e6:.0f}M tokens, **{m['train_tokens_per_s']:,.0f} "
-        f"tokens/s** (Triton kernels, {m['precision']}) |",
+        f"tokens/s** (attention backend `{m['attn_backend']}`, {m['precision']}) |",
     ]
     if missed:
         lines.append(f"| targets missed (shipped with --force) | {'; '.join(missed)} |")
@@ -170,7 +170,7 @@ def model_card(m: dict, run_md: str, digests: dict, targets: dict) -> str:
         f"AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, fused), lr {m['lr']}, linear warm-up, cosine "
         f"decay, gradient clip 1.0, batch {m['batch']} windows × {m['seq_len']} bytes, seed {m['seed']}, "
         f"{m['final_step']:,} steps ({m['steps_from']}). Precision: {m['precision_note']}. torch.compile: "
-        f"{m['compile']}. Attention backend `{m['attn_backend']}` (hla_deploy/ops/triton). "
+        f"{m['compile']}. Attention backend `{m['attn_backend']}` (`triton`: hla_deploy/ops/triton). "
         f"{m['device_name']}, torch {m['torch']}, Triton {m['triton']}. Command, from the repo root "
         "(`examples/gpu_train_demo.sh` ran it after checking the bf16 Triton gradients at these shapes "
         "against the float32 chunk form, `tests/gpu/test_train_bf16.py`):", "",
@@ -178,8 +178,10 @@ def model_card(m: dict, run_md: str, digests: dict, targets: dict) -> str:
         f"Speed: {m['train_tokens_per_s']:,.0f} training tokens/s over the whole run, "
         f"{t['steady_tokens_per_s'] or 0:,.0f} in steady state ({t['steady_ms_per_step'] or 0:.2f} ms per step); "
         f"wall time {t['wall_seconds']:.0f} s = {t['wall_over_train']:.3f} × the {m['train_seconds']:.0f} s of "
-        "training. The same run without the time budget: replace `--time-budget-min ... --hard-stop-min ...` by "
-        f"`--steps {m['steps']}` (bit-identical results are not expected across GPUs or library versions).", "",
+        "training. " + (f"The hard stop ended it at step {m['final_step']:,} of {m['steps']:,}. " if m.get("stopped_early")
+                        else "The same run without the time budget: replace `--time-budget-min ... --hard-stop-min ...` "
+                        f"by `--steps {m['steps']}` (bit-identical results are not expected across GPUs or library "
+                        "versions)."), "",
         f"Validation loss (nats/byte, {m['precision']} during training) by step: {val_points} "
         "(`loss_curve.png`, `metrics.json`).", "",
         "## Samples (greedy, from the shipped weights, float32)", "", *samples,
@@ -198,7 +200,7 @@ def model_card(m: dict, run_md: str, digests: dict, targets: dict) -> str:
 def benchmarks_section(m: dict) -> str:
     t = m["timing"]
     prof = m.get("profile") or {}
-    busy = ("" if prof.get("device_busy_fraction") is None else
+    busy = ("" if prof.get("device_busy_fraction") is None or prof.get("error") else
             f" The profiled steps ({prof['steps']} after step {prof['after_step']}): {prof['wall_ms_per_step']:.2f} ms "
             f"wall, {prof['device_ms_per_step']:.2f} ms of kernels ({100 * prof['device_busy_fraction']:.0f}% busy), "
             f"{prof['kernels_per_step']:.0f} kernels per step.")

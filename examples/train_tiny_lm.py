@@ -440,7 +440,8 @@ def main(argv=None, t0: float | None = None) -> int:
                     "argv": list(argv) if argv is not None else sys.argv[1:],
                     "title": f"HLA {model.config.variant} byte LM, {model.num_parameters() / 1e6:.2f}M params"})
     metrics["precision_note"] = ("bf16 autocast: float32 weights, optimizer state and HLA state; bf16 operands "
-                                 "for the matmuls and the HLA kernels" if precision == "bf16" else "float32")
+                                 "for the matmuls and the HLA op's q, k, v (the Triton kernels multiply them in "
+                                 "bf16, the chunk form in float32)" if precision == "bf16" else "float32")
     print(f"model: {model.num_parameters()} parameters, {model.config}; precision {precision}; "
           f"compile {compile_note}", flush=True)
 

@@ -264,3 +264,14 @@ def test_ship_a_run_into_the_package_layout(tmp_path, capsys):
     (ck / "model.safetensors.part-01").write_bytes(weights[half:-1] + b"x")
     assert ship.main([str(run), "--to", str(tmp_path / "t2"), "--benchmarks", "", "--force"]) == 2
     assert "differs from" in capsys.readouterr().err and not (tmp_path / "t2").exists()
+
+
+def test_a_profiler_that_fails_does_not_stop_training(tmp_path, monkeypatch):
+    mod = _train_module()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUPTI unavailable")
+    monkeypatch.setattr(torch.profiler, "profile", broken)
+    out, m = _run(mod, tmp_path, ["--profile-steps", "1"])
+    assert m["final_step"] == 4 and "CUPTI unavailable" in m["profile"]["error"]
+    assert "| profile | not written: the profiler did not start" in (out / "TRAINING_RUN.md").read_text()

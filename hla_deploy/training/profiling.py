@@ -51,8 +51,12 @@ class StepProfiler:
             if self.cuda:
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
             sync()
-            self._prof = torch.profiler.profile(activities=acts)
-            self._prof.__enter__()
+            try:
+                self._prof = torch.profiler.profile(activities=acts)
+                self._prof.__enter__()
+            except Exception as exc:  # noqa: BLE001 (a profiler that cannot start must not stop training)
+                self._prof = None
+                self.summary = {"error": f"the profiler did not start: {type(exc).__name__}: {exc}"[:300]}
             self._t0 = time.perf_counter()
 
     def after_step(self, done: int, sync: Callable[[], None]) -> None:
@@ -61,8 +65,12 @@ class StepProfiler:
         sync()
         wall = time.perf_counter() - self._t0
         prof, self._prof = self._prof, None
-        prof.__exit__(None, None, None)
-        self.summary = self._write(prof, wall)
+        try:
+            prof.__exit__(None, None, None)
+            self.summary = self._write(prof, wall)
+        except Exception as exc:  # noqa: BLE001 (as above: the run goes on and records why)
+            self.summary = {"error": f"the profile could not be written: {type(exc).__name__}: {exc}"[:300],
+                            "steps": self.steps, "after_step": self.start, "wall_ms_per_step": wall / self.steps * 1e3}
 
     def _write(self, prof, wall: float) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,9 @@ def write_training_run(path: Path, m: dict) -> None:
         f"| held-out loss | **{m['final_val_loss']:.4f} nats/byte** ({m.get('final_val_note', 'last evaluation')}; "
         f"byte unigram {m['unigram_val_ce']:.3f}) |",
     ]
-    if m.get("profile"):
+    if m.get("profile", {}).get("error"):
+        lines.append(f"| profile | not written: {m['profile']['error']} |")
+    elif m.get("profile"):
         p = m["profile"]
         busy = "" if p.get("device_busy_fraction") is None else (
             f", device busy {100 * p['device_busy_fraction']:.0f}% ({p['device_ms_per_step']:.2f} ms of kernels, "
