@@ -24,8 +24,8 @@
 # Here afterwards: python3 examples/ship_demo_checkpoint.py OUT_DIR   (joins, checks, writes the card)
 #
 # Time: CALL_S (default 570 s: the device call's limit is 600 s) is split as install + gradient
-# check (~1.5 min, compiling the Triton kernels and the blocks that training then reuses from the
-# caches), training (the rest, less AFTER_S = 120 s for the run's own start and end, hashing and
+# checks (~1.5-2.5 min, compiling the Triton kernels and the blocks that training then reuses from the
+# caches), training (the rest, less AFTER_S = 95 s for the run's own start and end, hashing and
 # parity), parity (~1 min: builds the ORT op library, exports, runs four backends).
 # Exit status: 0 trained, exported and parity passed (or had no time left: said so); 1 otherwise.
 set -u -o pipefail
@@ -33,7 +33,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEST=${1:-${OUT:-$ROOT/gpu_train_out}}
 CALL_S=${CALL_S:-570}
-AFTER_S=${AFTER_S:-120}
+AFTER_S=${AFTER_S:-95}
 MAX_TRAIN_S=${MAX_TRAIN_S:-480}
 PY=${PYTHON:-python3}
 LOGS=/tmp/gpu-train-logs
