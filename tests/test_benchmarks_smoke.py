@@ -29,6 +29,7 @@ KEYS = {
     "bench_native_decode": {"benchmark", "smoke", "device", "decode_fp32", "hla2_vs_torch", "prefill"},
     "bench_cuda_prefill": {"benchmark", "smoke", "device", "prefill", "decode", "targets"},
     "bench_triton_fp16": {"benchmark", "smoke", "device", "rows", "ratios"},
+    "bench_quickstart_size": {"benchmark", "smoke", "rounds", "results"},
 }
 
 
