@@ -7,7 +7,9 @@
 B=4, H=8, d=dv=64, bfloat16 on one CUDA GPU (defaults). For each T prints one JSON object:
 median times (ms, triton.testing.do_bench) of
 - triton_fwd: hla_attention_triton forward with output_final_state=True (what a prefill needs),
-  split into its two kernels (fwd_h: sequential state scan, fwd_o: parallel outputs);
+  split into the two launches of its plan (hla_deploy/ops/triton/launch_plan.py; fwd_h:
+  sequential state scan, fwd_o: parallel outputs); --sweep times the state scan for several
+  (block_k, block_v, num_warps) (launch_plan.plan(blocks=...)) and the split uses the fastest;
 - triton_fwd_bwd: forward + backward (gradients of q, k, v);
 - sdpa_fwd / sdpa_fwd_bwd: torch.nn.functional.scaled_dot_product_attention(is_causal=True) on
   the same shape ([B, H, T, d] layout prepared beforehand);
@@ -90,8 +92,7 @@ def main(argv=None) -> int:
 
     from hla_deploy.ops import hla_attention
     from hla_deploy.ops.triton import hla_attention_triton
-    from hla_deploy.ops.triton.chunk_fwd import chunk_hla2_fwd_h, chunk_hla2_fwd_o
-    from hla_deploy.ops.triton.function import default_chunk_size
+    from hla_deploy.ops.triton import launch_plan as lp
     from hla_deploy.ops.triton.utils import decay_vector
 
     dt = getattr(torch, args.dtype)
@@ -111,25 +112,38 @@ def main(argv=None) -> int:
             return hla_attention_triton(q, k, v, "hla2", args.decay, False, 1e-6, 0.0, None, True)
 
         gam = decay_vector([args.decay] * H, q.device)            # [H] float32
-        cs = default_chunk_size(T)
+        st_in = torch.zeros(B, H, lp.plan("hla2", False, False, d, d, dt).state_size, device=dev)
+        st_out, o_buf = torch.empty_like(st_in), torch.empty_like(v)
+
+        def launches_of(p):
+            """(fwd_h, fwd_o) of plan p, each a no-argument function on preallocated buffers."""
+            ws = lp.allocate_workspace(p, B, T, H, dev)
+            bind = dict(ws, q=q, k=k, v=v, o=o_buf, decay=gam, state_in=st_in, state_out=st_out,
+                        T=T, H=H, B=B, eps=1e-6, lam=0.0)
+            sizes = lp.sizes_of(p, B, T, H)
+            return [lambda x=x: lp.run_launch(x, bind, sizes) for x in p.launches], ws
+
+        blocks = None
         if args.sweep:
-            from hla_deploy.ops.triton import chunk_fwd
             sweep = {}
             for bk, bv in ((16, 16), (16, 32), (32, 16), (32, 32), (16, 64), (64, 16), (64, 64)):
                 for nw in (2, 4):
-                    sweep[f"{bk}x{bv}w{nw}"] = bench(lambda: chunk_hla2_fwd_h(
-                        q, k, v, gam, None, None, None, cs, True, False, bk, bv, nw))
+                    (fwd_h, _), _ = launches_of(lp.plan("hla2", False, False, d, d, dt, blocks=(bk, bv, nw)))
+                    sweep[f"{bk}x{bv}w{nw}"] = bench(fwd_h)
             r["fwd_h_sweep_ms"] = sweep
             best = min(sweep, key=sweep.get)
             bk, bv = (int(x) for x in best.split("w")[0].split("x"))
-            chunk_fwd.FWD_H_BLOCKS[:] = [bk, bv]
-        from hla_deploy.ops.triton.chunk_fwd import FWD_H_BLOCKS
-        r["fwd_h_blocks_used"] = list(FWD_H_BLOCKS)
-        r["triton_fwd_ms"] = bench(tri_fwd)
-        hs, hm, hc, _ = chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, True, False)
-        r["triton_fwd_h_ms"] = bench(lambda: chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, True, False))
-        r["triton_fwd_o_ms"] = bench(lambda: chunk_hla2_fwd_o(q, k, v, gam, hs, hm, hc, 0.0, cs, dt))
-        del hs, hm, hc
+            blocks = (bk, bv, int(best.split("w")[1]))
+            r["fwd_h_sweep_best"] = list(blocks)
+        plan = lp.plan("hla2", False, False, d, d, dt, blocks=blocks)   # what the timings below run
+        r["plan"] = plan.name
+        r["fwd_h_blocks_used"] = [plan.launches[0].constexprs["BK"], plan.launches[0].constexprs["BV"],
+                                  plan.launches[0].num_warps]
+        r["triton_fwd_ms"] = bench(tri_fwd)        # the default plan (blocks=None), as training runs it
+        (fwd_h, fwd_o), ws = launches_of(plan)
+        fwd_h()
+        r["triton_fwd_h_ms"] = bench(fwd_h)
+        r["triton_fwd_o_ms"] = bench(fwd_o)
 
         qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
 
@@ -140,12 +154,14 @@ def main(argv=None) -> int:
         r["triton_fwd_bwd_ms"] = bench(tri_fwd_bwd)
         # backward kernels alone (the backward also re-runs fwd_h to recompute the chunk states)
         from hla_deploy.ops.triton.chunk_bwd import chunk_hla2_bwd_dh, chunk_hla2_bwd_dqkv
-        hs, hm, hc, _ = chunk_hla2_fwd_h(q, k, v, gam, None, None, None, cs, False, False)
-        (dhs, dhm, dhc), _ = chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0, cs, False)
-        r["triton_bwd_dh_ms"] = bench(lambda: chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0, cs, False))
-        r["triton_bwd_dqkv_ms"] = bench(lambda: chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, hc, dhs, dhm, dhc,
-                                                                    0.0, cs))
-        del hs, hm, hc, dhs, dhm, dhc
+        NT = lp.sizes_of(plan, B, T, H)["NT"]
+        hs, hm = ws["ws_s"].view(B * H, NT, d, d), ws["ws_m"].view(B * H, NT, d, d)
+        (dhs, dhm, dhc), _ = chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0, plan.chunk_size, False)
+        r["triton_bwd_dh_ms"] = bench(lambda: chunk_hla2_bwd_dh(q, v, do, gam, None, None, None, 0.0,
+                                                                plan.chunk_size, False))
+        r["triton_bwd_dqkv_ms"] = bench(lambda: chunk_hla2_bwd_dqkv(q, k, v, do, gam, hs, hm, None, dhs, dhm,
+                                                                    dhc, 0.0, plan.chunk_size))
+        del ws, hs, hm, dhs, dhm, dhc
 
         qs, ks, vs, dos = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
         sdpa = torch.nn.functional.scaled_dot_product_attention

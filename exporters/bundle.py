@@ -15,6 +15,10 @@ Layout of out_dir (and of out_dir + ".tar.gz", the same tree under its directory
     golden/              reference outputs (exporters/bundle_golden.py)
     src/plugins/         CMakeLists.txt, cmake/, common/, ort_hla/ (+ trt_hla/ on GPU targets)
     src/onnxruntime/include/   the ONNX Runtime headers this machine built with
+    hla_kernels/         GPU targets: AOT prefill cubins for the target's arch (sm_87 jetson-orin, sm_90
+                         x86-cuda) of the graph's HLARecurrentStep configurations + their manifest.json,
+                         compiled on this host (needs Triton; kernels=False skips them); build.sh copies
+                         them to build/lib/hla_kernels/ (exporters/bundle_kernels.py)
 
 The bundle is assembled in a temp directory next to out_dir and renamed into place at the end:
 a failure leaves no partial bundle (and an existing out_dir is replaced only with force=True).
@@ -107,7 +111,8 @@ def _write_script(path: Path, text: str) -> None:
 
 def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[str] = None, *,
                  decode_steps: int = 16, prompts: Optional[Sequence] = None, max_seq: int = 2048,
-                 max_batch: int = 1, force: bool = False, tarball: bool = True) -> Path:
+                 max_batch: int = 1, force: bool = False, tarball: bool = True, kernels: bool = True,
+                 kernel_dir=None) -> Path:
     """Write the bundle (see the module docstring); returns out_dir."""
     import hla_deploy
     from hla_deploy.exporters import export_onnx
@@ -117,6 +122,7 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
     from hla_deploy.parity.tolerances import default_tolerances
 
     from .bundle_golden import model_id, record_golden, stamp_model_id
+    from .bundle_kernels import ship_kernels
     from .readme_device import device_readme
 
     if target not in TARGETS:
@@ -134,6 +140,9 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
     if not parent.is_dir():
         raise BundleError(f"output directory {parent} does not exist")
     gpu = target != "cpu"
+    if gpu and kernels:  # before any work: the host compiles the cubins (TritonMissingError, exit 3)
+        from hla_deploy.plugins.triton_aot import triton_package_dir
+        triton_package_dir()
 
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=str(parent)))
     try:
@@ -153,6 +162,7 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
         tol = default_tolerances(dtype)
         golden = record_golden(ckpt, config, b / "golden", ids, int(decode_steps), tol, dtype, mid)
 
+        kernel_record = ship_kernels(graphs["custom"], b, target, kernel_dir) if (gpu and kernels) else None
         _copy_native_sources(b / "src" / "plugins", gpu)
         ort_api = _copy_ort_headers(b / "src" / "onnxruntime" / "include")
         shutil.copy2(Path(__file__).with_name("bundle_check.py"), b / "hla_check.py")
@@ -181,6 +191,7 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
             "tolerances": tol, "reference": golden["reference"], "golden_cases": golden["cases"],
             "engine_profile": {"max_batch": int(max_batch), "opt_seq": opt_seq, "max_seq": int(max_seq)} if gpu else None,
             "trtexec_flags": list(bundle_scripts.ENGINE_TRTEXEC_FLAGS) if gpu else None,
+            "kernels": kernel_record,
         }
         (b / "README.md").write_text(device_readme(meta, golden))
         files = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())

@@ -6,7 +6,8 @@ script): TARGET, DTYPE, CUDA_ARCH, the state dims L H N, MAX_BATCH, OPT_SEQ, MAX
     tools/manifest.sh  verify_manifest: every file listed in manifest.json against its SHA-256
                        (sha256sum or shasum; sed); names each missing or changed file
     build.sh           ORT op (+ C++ checker and runner when a libonnxruntime.so.1 is found);
-                       GPU targets: the TensorRT plugin (nvcc, TensorRT headers)
+                       GPU targets: the TensorRT plugin (nvcc, TensorRT headers) and a copy of the
+                       AOT cubins hla_kernels/ into build/lib/ (no Triton)
     engine.sh          GPU targets: trtexec engine build (flags: ENGINE_TRTEXEC_FLAGS)
     check.sh           manifest, build stamps, then hla_check.py (Python) and/or hla_golden_check (C++)
 
@@ -65,6 +66,8 @@ BUILD_SH = r'''#!/usr/bin/env bash
 #   build/lib/libhla_trt_plugin.so  GPU targets: the TensorRT plugin (nvcc from CUDA_HOME=/usr/local/cuda,
 #                                   TensorRT headers: TENSORRT_INCLUDE_DIR, TENSORRT_ROOT/include or JetPack's
 #                                   /usr/include/aarch64-linux-gnu)
+#   build/lib/hla_kernels/          GPU targets: a copy of hla_kernels/ (AOT prefill cubins + manifest.json,
+#                                   built on the host), where the op and the plugin look for them
 # Environment: JOBS, CXX, CUDA_ARCH, HLA_CMAKE_ARGS (extra CMake arguments, e.g. a toolchain file),
 # HLA_BUILD_TRT=OFF (GPU targets: skip the TensorRT plugin, ONNX Runtime only).
 set -euo pipefail
@@ -140,12 +143,21 @@ elif [ "$TARGET" != cpu ]; then
   cp build/trt/lib/libhla_trt_plugin.so build/lib/
 fi
 
+# ---- AOT prefill kernels (cubins built on the host; the launcher looks beside the libraries) --------
+KERNELS=0
+if [ -f hla_kernels/manifest.json ]; then
+  rm -rf build/lib/hla_kernels
+  cp -R hla_kernels build/lib/hla_kernels
+  KERNELS=$(find build/lib/hla_kernels -name '*.cubin' | wc -l | tr -d ' ')
+fi
+
 {
   echo "bundle_id $(bundle_id)"
   echo "target $TARGET"
   echo "onnxruntime_lib ${ORT_LIB:-none}"
   echo "tensorrt ${TRT_VERSION:-unknown}"
   echo "cuda_arch $CUDA_ARCH"
+  echo "aot_cubins $KERNELS"
 } > build/BUILD_INFO
 echo "build.sh: OK: $(cd build && ls lib/* bin/* 2>/dev/null | tr '\n' ' ')"
 '''
@@ -205,6 +217,10 @@ verify_manifest || fail "bundle files missing or changed (listed above)"
 [ -f build/BUILD_INFO ] || fail "build/BUILD_INFO missing: run ./build.sh first"
 grep -qx "bundle_id $(bundle_id)" build/BUILD_INFO || fail "build/BUILD_INFO: build/ was built from another bundle (or another version of this one): re-run ./build.sh"
 [ -f build/lib/libhla_ort_op.so ] || fail "missing library build/lib/libhla_ort_op.so: run ./build.sh"
+if [ -d hla_kernels ]; then
+  diff -rq hla_kernels build/lib/hla_kernels >/dev/null 2>&1 || \
+    fail "build/lib/hla_kernels differs from hla_kernels/ (the AOT cubins): re-run ./build.sh"
+fi
 if [ -f build/model.plan ]; then
   [ -f build/ENGINE_INFO ] || fail "build/model.plan has no build/ENGINE_INFO: it was not built by ./engine.sh; re-run ./engine.sh"
   grep -qx "bundle_id $(bundle_id)" build/ENGINE_INFO || fail "build/model.plan was built from another bundle: re-run ./engine.sh"

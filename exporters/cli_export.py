@@ -1,9 +1,12 @@
-"""`hla-deploy export CHECKPOINT -o OUT.onnx [--op custom|standard] [--dtype fp32|fp16]`.
+"""`hla-deploy export CHECKPOINT -o OUT.onnx [--op custom|standard] [--dtype fp32|fp16] [--kernels [ARCHS]]`.
 
 Exports a checkpoint directory (config.json + model.safetensors) to ONNX. A missing or corrupt
 checkpoint, an unsupported option or an unwritable output is reported as `error: ...` on stderr
 with exit status 1 (2 for argparse usage errors), and no output file is left behind (the file is
-written to a temp file beside OUT and renamed at the end).
+written to a temp file beside OUT and renamed at the end). ``--kernels`` then builds the AOT prefill
+cubins of exactly the exported graph's HLARecurrentStep configurations (off by default: an export is
+also the CPU path and must stay fast; `hla-deploy bundle` builds them for its GPU target); Triton
+missing then exits 3, a failed compile 1 (the .onnx is kept: it is complete).
 """
 from __future__ import annotations
 
@@ -22,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ORT library / TensorRT plugin); standard: standard ONNX ops only (default: custom)")
     parser.add_argument("--dtype", default="fp32", choices=DTYPES,
                         help="weights/activations dtype; state and logits stay float32 (default: fp32)")
+    parser.add_argument("--kernels", nargs="?", const="87,90", default=None, metavar="ARCHS",
+                        help="also build the AOT prefill kernels (cubins) of the exported graph's HLARecurrentStep "
+                             "configurations, for ARCHS (comma-separated; 87,90 when given without a value) into "
+                             "the kernel cache, where the ORT CUDA op and the TensorRT plugin find them; needs "
+                             "Triton ([triton] extra). Default: not built (an export stays a fast CPU job)")
+    parser.add_argument("--kernel-dir", default=None,
+                        help="with --kernels: the kernel directory to write (default <cache>/kernels)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +42,19 @@ def run(args: argparse.Namespace) -> int:
     if dtype not in DTYPES:
         print(f"error: unsupported --dtype {dtype!r}; expected one of {', '.join(DTYPES)}", file=sys.stderr)
         return 2
+    from hla_deploy.plugins.cli_kernels import UsageError
+    try:
+        kernels = _check_kernel_options(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if kernels is not None:  # Triton missing: say so before the export, not after
+        from hla_deploy.plugins.triton_aot import TritonMissingError, triton_package_dir
+        try:
+            triton_package_dir()
+        except TritonMissingError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
     from hla_deploy.models import CheckpointError
     from .export import ExportError, export_onnx
     try:
@@ -44,7 +67,41 @@ def run(args: argparse.Namespace) -> int:
         return 1
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.2f} MB, op={op}, dtype={dtype})")
+    if kernels is not None:
+        return _build_model_kernels(path, kernels, getattr(args, "kernel_dir", None))
     return 0
+
+
+def _check_kernel_options(args):
+    """The --kernels request (arch list) validated before the export, or None; UsageError names the flag."""
+    from hla_deploy.plugins.cli_kernels import parse_arch_list
+    value = getattr(args, "kernels", None)
+    if value is None:
+        if getattr(args, "kernel_dir", None):
+            from hla_deploy.plugins.cli_kernels import UsageError
+            raise UsageError("--kernel-dir needs --kernels")
+        return None
+    if getattr(args, "op", "custom") != "custom":
+        from hla_deploy.plugins.cli_kernels import UsageError
+        raise UsageError("--kernels applies to --op custom (a standard-op graph runs no HLA kernels)")
+    return parse_arch_list([value], "--kernels")
+
+
+def _build_model_kernels(path, archs, kernel_dir) -> int:
+    from hla_deploy.plugins.cli_kernels import KernelRequest, run_kernels
+    from hla_deploy.plugins.kernel_configs import ConfigError, kernel_configs_of_model
+    skipped = []
+    try:
+        configs = kernel_configs_of_model(path, skipped=skipped)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in skipped:
+        print(f"AOT kernels: skipped {line} (it runs the token-serial CUDA kernel)")
+    if not configs:
+        print(f"AOT kernels: {path} has no HLARecurrentStep configuration the Triton kernels serve: none built")
+        return 0
+    return run_kernels(KernelRequest(configs, archs, kernel_dir, None, explicit=True, skip_unsupported=True), prefix="export")
 
 
 def main(argv=None) -> int:

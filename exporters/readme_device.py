@@ -5,6 +5,7 @@ from __future__ import annotations
 def device_readme(meta: dict, golden: dict) -> str:
     target, dtype, gpu = meta["target"], meta["dtype"], meta["target"] != "cpu"
     v = meta["versions"]
+    kernels = (meta.get("kernels") or {}).get("configs")
     prereq = {
         "jetson-orin": "JetPack 6.1/6.2 (CUDA 12.6 at /usr/local/cuda, TensorRT 10.3 headers and libraries under "
                        "/usr/include/aarch64-linux-gnu and /usr/lib/aarch64-linux-gnu, trtexec at "
@@ -20,6 +21,7 @@ def device_readme(meta: dict, golden: dict) -> str:
     }[target]
     steps = ["./build.sh     # builds build/lib/libhla_ort_op.so, build/bin/hla_golden_check"
              + (" and build/lib/libhla_trt_plugin.so" if gpu else "")
+             + (", copies the AOT prefill cubins hla_kernels/ to build/lib/hla_kernels/" if kernels else "")
              + "; ends with `build.sh: OK: ...`"]
     if gpu:
         steps.append("./engine.sh    # trtexec -> build/model.plan (minutes); ends with `engine.sh: OK: build/model.plan (TensorRT x.y.z)`")
@@ -31,7 +33,10 @@ def device_readme(meta: dict, golden: dict) -> str:
         f"{meta['model_config'].get('n_layers')} layers), exported by hla-deploy {v['hla_deploy']} "
         f"(op contract {v['op_contract']}, ONNX opset {v['onnx_opset']}, ONNX Runtime headers API "
         f"{v['onnxruntime_headers_api']}" + (f", TensorRT target {v['tensorrt_target']}" if gpu else "") + ").",
-        "Nothing here needs PyTorch or an hla-deploy checkout.",
+        "Nothing here needs PyTorch or an hla-deploy checkout."
+        + (f" The prefill (T > 1) runs the AOT Triton kernels in hla_kernels/ ({', '.join(meta['kernels']['archs'])}: "
+           f"{', '.join(kernels)}; compiled on the host, no Triton needed here); other shapes and the decode step "
+           f"run the token-serial CUDA kernel." if kernels else ""),
         "",
         "## Needs",
         "",

@@ -98,6 +98,7 @@ def test_cpu_bundle_layout(bundle_tar):
     assert all(_sha(b / f) == h for f, h in man["files"].items())
     assert man["target"] == "cpu" and man["dtype"] == "fp32" and man["versions"]["op_contract"] == 1
     assert man["tolerances"]["rel_rms_err"] == 1e-4 and man["reference"]["form"] == "chunk"
+    assert man["kernels"] is None and not (b / "hla_kernels").exists()  # no AOT cubins on the cpu target
 
 
 def test_golden_outputs_are_the_torch_models(tiny_ckpt, bundle_tar):

@@ -2,7 +2,8 @@
 sm_87) as well as with the nvcc 13 installed here.
 
 NVIDIA's CUDA 12 wheels on PyPI are fetched with pip into the ignored folder .deps/cuda-12.6/
-(skipped when already there; the test is skipped WITH the reason when pip cannot download them).
+(hla_deploy.plugins.cuda126.fetch_cuda126, also used by the AOT compiler for ptxas 12.6; skipped
+when already there; the test is skipped WITH the reason when pip cannot download them).
 PyPI's nvidia-cuda-nvcc-cu12 wheels hold ptxas, libnvvm and the crt/ headers but NOT the nvcc
 driver, cicc or cudafe++, so a full `nvcc 12.6` cannot be run from them. What is checked instead:
 
@@ -25,29 +26,21 @@ import shutil
 import struct
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from hla_deploy.plugins.cuda126 import fetch_cuda126  # pip download into .deps/cuda-12.6
+
 ROOT = Path(__file__).resolve().parents[1]
-DEST = ROOT / ".deps" / "cuda-12.6"
-WHEELS = {  # PyPI name -> version (CUDA 12.6 update 2/3, as in JetPack 6.1/6.2)
-    "nvidia-cuda-nvrtc-cu12": "12.6.77",
-    "nvidia-cuda-runtime-cu12": "12.6.77",
-    "nvidia-cuda-nvcc-cu12": "12.6.85",
-    "nvidia-cuda-cccl-cu12": "12.6.77",
-}
-COMPLETE = DEST / ".complete"  # written after every wheel is unpacked
 COMMON = ROOT / "plugins" / "common"
 TRT = ROOT / "plugins" / "trt_hla"
 ORT = ROOT / "plugins" / "ort_hla"
 
-# Every kernel instantiation hla_cuda.cu's dispatch() and launch_chunked() launch.
+# Every kernel instantiation hla_cuda.cu's dispatch() launches (the token-serial kernel; prefills
+# of hla2 / ahla run AOT-compiled Triton cubins through the plugin-independent launcher).
 KERNELS = [f"hla::hla_forward_kernel<{vec}, {t}, {smem}>"
            for vec in (1, 4) for t in ("float", "__half", "__nv_bfloat16") for smem in ("true", "false")]
-KERNELS += [f"hla::{kind}_chunk_{part}_kernel<{t}>" for kind in ("hla2", "ahla") for part in ("state", "out")
-            for t in ("float", "__half", "__nv_bfloat16")]
 
 # NVRTC 12.6 has no <cstdint>/<cstddef> of its own: map them to libcu++ (cccl), as the kernels need.
 SHIM_CSTDINT = """#pragma once
@@ -57,33 +50,6 @@ using cuda::std::uint8_t; using cuda::std::uint16_t; using cuda::std::uint32_t; 
 using cuda::std::uintptr_t;
 """
 SHIM_CSTDDEF = "#pragma once\n#include <cuda/std/cstddef>\n"
-
-
-def fetch_cuda126() -> Path:
-    """Downloads (pip) and unpacks the CUDA 12.6 wheels into .deps/cuda-12.6; returns that folder.
-    Raises RuntimeError with pip's output when the download fails."""
-    if COMPLETE.is_file():
-        return DEST
-    wheels = DEST / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    missing = [f"{name}=={ver}" for name, ver in WHEELS.items()
-               if not list(wheels.glob(f"{name.replace('-', '_')}-{ver}-*.whl"))]
-    if missing:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", str(wheels), *missing]
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-        except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"pip download timed out after {e.timeout} s") from e
-        if proc.returncode != 0:
-            raise RuntimeError(" ".join(cmd) + " failed:\n" + proc.stdout[-2000:])
-    for whl in sorted(wheels.glob("*.whl")):
-        with zipfile.ZipFile(whl) as z:
-            z.extractall(DEST)
-    for exe in (DEST / "nvidia" / "cuda_nvcc" / "bin").glob("*"):
-        exe.chmod(0o755)
-    COMPLETE.write_text("\n".join(f"{n}=={v}" for n, v in WHEELS.items()) + "\n")
-    return DEST
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +77,6 @@ def nvrtc_compile(nv: Path, arch: str, shim_dir: Path):
             assert lib.nvrtcAddNameExpression(prog, name.encode()) == 0
         opts = [f"--gpu-architecture={arch}", "-std=c++17", "-default-device",
                 f"-I{shim_dir}", f"-I{nv / 'cuda_runtime' / 'include'}", f"-I{nv / 'cuda_cccl' / 'include'}",
-                # <mma.h> (WMMA, the chunked prefill) includes crt/mma.h, which ships in the nvcc wheel
                 f"-I{nv / 'cuda_nvcc' / 'include'}",
                 f"-I{COMMON}"]
         rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts]))

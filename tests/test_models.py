@@ -160,6 +160,16 @@ def test_bad_inputs_are_named():
         model(ids.float())
 
 
+def test_uint8_ids_give_the_int64_result():
+    """Bytes as uint8 (what the trainer samples on the device: no range check, no host sync)."""
+    model = make_model("hla2", torch.float32)
+    ids = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a, sa = model(ids)
+        b, sb = model(ids.to(torch.uint8))
+    assert torch.equal(a, b) and torch.equal(sa, sb)
+
+
 def test_decayed_model_state_stays_bounded():
     """With decay < 1 the HLA state of a long sequence stays finite and bounded (the demo design)."""
     model = make_model("hla2", torch.float32, backend="chunk", decay=[0.9, 0.99])

@@ -135,7 +135,7 @@ def test_installed_wheel_quickstart_from_another_directory(user_venv, tmp_path):
     assert lib.stat().st_mtime_ns == mtime
 
     # build-plugins prints where; the C++ runner builds from the installed sources and runs
-    bp = _run([cli, "build-plugins", "--quiet"], cwd=work, env=env)
+    bp = _run([cli, "build-plugins", "--quiet", "--no-kernels"], cwd=work, env=env)
     assert f"build directory: {lib.parents[1]} (cache {cache.resolve()}" in bp.stdout
     assert f"ONNX Runtime custom-op library: {lib}" in bp.stdout
     runner = Path(next(line.split(": ", 1)[1] for line in bp.stdout.splitlines()

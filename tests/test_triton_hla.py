@@ -273,8 +273,9 @@ class TestFloat16StateBeyondRange:
         grows ~t^2; here (q, k of norm 6, T = 130, d = dv = 16, the default chunk 64) the final
         state reaches 3.3e5 (M reached 1.2e5 at the H200 failure's shape, d = dv = 64, T = 1030,
         norm 1.5). The kernels used to cast the state tiles to float16 for the matrix products:
-        inf, then NaN in o's normaliser and in dq. They keep float32 operands for those products
-        now (chunk_fwd._state_operand_dtype). ahla (E ~ t^2, 3.2e5 here) had the same fault (o
+        inf, then NaN in o's normaliser and in dq. The forward now scales each row/column of those
+        tiles by a power of two before the float16 cast (operand.py); the backward keeps float32
+        operands (operand.state_operand_dtype). ahla (E ~ t^2, 3.2e5 here) had the same fault (o
         non-finite) and the same fix (chunk_ahla.py)."""
         stats = {}
         err = _compare(1, 130, 2, 16, 16, F16, (0.99, 1.0), True, ridge, seed=3, scale=6.0,

@@ -9,6 +9,8 @@ plugin library is built (CUDA kernels for sm_90 only here, to save time) and che
   mocked TensorRT objects (field parsing as the ONNX parser passes attributes, output shapes,
   formats, data types incl. bfloat16 and mixed-type rejection, configure/onShapeChange/enqueue
   validation, workspace size, serialization);
+- hla_trt_plugin_aot_test drives getWorkspaceSize / enqueue through the AOT launcher against a mocked
+  CUDA driver (the launches, their arguments and the workspace carve-up);
 - the C++ runner compiles (it is linked only when libnvinfer is found).
 Without nvcc only the TensorRT-free attribute/shape rules are built and tested; the rest is
 skipped with the reason.
@@ -107,6 +109,17 @@ def test_plugin_interfaces_with_mocked_tensorrt(plugin_lib, trt_build_dir):
     assert ", 0 failures" in proc.stdout and "FAIL" not in proc.stdout
 
 
+def test_enqueue_runs_the_aot_launcher_with_a_mocked_driver(plugin_lib, trt_build_dir):
+    """getWorkspaceSize and enqueue -> hla::forward_cuda -> the AOT launcher, against the mocked CUDA
+    driver (plugins/common/tests/fake_cuda_driver.cpp): grid, block, shared memory and every kernel
+    argument checked against the manifest the test writes; a missing cubin is an enqueue error with
+    a message; one warning through TensorRT's logger for a configuration without kernels."""
+    proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_aot_test")
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    assert ", 0 failures" in proc.stdout and "FAIL" not in proc.stdout
+
+
 def test_runner_compiles(plugin_lib, trt_build_dir):
     linked = trt_build_dir / "bin" / "hla_trt_runner"
     objects = list(trt_build_dir.rglob("hla_trt_runner.cpp.o"))
@@ -125,4 +138,7 @@ def test_plugin_enqueue_matches_cpu_kernel_on_gpu(plugin_lib, trt_build_dir):
     assert cases == sorted([
         "hla2, normalize=0, float32", "ahla, normalize=1, float32", "hla3, normalize=0, float32",
         "hla2, normalize=0, float16", "hla2, normalize=0, bfloat16", "ahla, normalize=1, bfloat16",
+        # prefills the AOT kernels serve when the kernel directory has them (tests/gpu/test_aot_prefill.py)
+        "hla2, normalize=1, bfloat16, T=130 d=64", "hla2, normalize=0, float16, T=130 d=64",
+        "ahla, normalize=1, bfloat16, T=130 d=64",
     ]), proc.stdout

@@ -3,6 +3,8 @@
     x [B, T, d_model] -> q, k [B, T, H, d], v [B, T, H, dv] (linear projections)
       -> (qk_norm) L2-normalised q, k
       -> o [B, T, H, dv], state [B, H, N] = hla_attention(q, k, v, initial_state=state, ...)
+      -> (autocast on) q, k, v cast to the autocast dtype (bf16 training: the Triton kernels get
+         bf16 operands; the state stays float32)
       -> (head_norm) per-head RMSNorm of o (weight [dv] shared by the heads)
       -> y = o_proj(o.reshape(B, T, H * dv))  [B, T, d_model]
 
@@ -25,6 +27,19 @@ from hla_deploy.ops.api import BACKENDS, _check_scalar, _decay_values
 from hla_deploy.ops.state import VARIANTS
 
 from .norms import RMSNorm, l2_normalize
+
+
+def _autocast_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """q, k, v in the autocast dtype while autocast is on for their device (mixed-precision
+    training), else unchanged. Autocast does not cast the inputs of custom ops, so without this
+    q, k, v would reach the op in whatever dtype the projections and norms produced; with it the
+    Triton kernels always get the 16-bit operands they run fastest on. The op keeps its state
+    float32 whatever these dtypes are (hla_deploy/ops/custom_op.py runs with autocast off)."""
+    device_type = q.device.type
+    if q.dtype == torch.float64 or not torch.is_autocast_enabled(device_type):
+        return q, k, v
+    dtype = torch.get_autocast_dtype(device_type)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
 class HLAAttention(nn.Module):
@@ -106,6 +121,7 @@ class HLAAttention(nn.Module):
         v = self.v_proj(x).view(B, T, H, dv)                                  # [B, T, H, dv]
         if self.qk_norm:
             q, k = l2_normalize(q), l2_normalize(k)
+        q, k, v = _autocast_operands(q, k, v)                                 # bf16 under bf16 autocast
         decay = self.decay[0] if len(self.decay) == 1 else list(self.decay)
         o, new_state = hla_attention(q, k, v, variant=self.variant, decay=decay, normalize=self.normalize,
                                      eps=self.eps, ridge=self.ridge, initial_state=state,

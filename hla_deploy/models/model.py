@@ -104,6 +104,8 @@ class HLALanguageModel(nn.Module):
     """Byte-level HLA language model (see the module docstring for the exact forward).
 
     `model(input_ids [B, T] int64, state=None [L, B, H, N]) -> (logits [B, T, V], new_state [L, B, H, N])`.
+    input_ids may also be int32, or uint8 (bytes: with vocab_size >= 256 their range needs no
+    check, so a training step on a GPU reads no value back to the host).
     Logits are float32 (float64 for a float64 model); the state is float32 (float64 for a float64
     model). `attn_backend` ("auto", "naive", "recurrent", "chunk", "triton") is passed to
     hla_deploy.ops.hla_attention.
@@ -163,13 +165,15 @@ class HLALanguageModel(nn.Module):
             raise TypeError(f"input_ids must be a torch.Tensor [B, T] int64, got {type(input_ids).__name__}")
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have rank 2 [B, T], got shape {tuple(input_ids.shape)}")
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"input_ids must be int64, got {input_ids.dtype}")
+        if input_ids.dtype not in (torch.int64, torch.int32, torch.uint8):
+            raise TypeError(f"input_ids must be int64 (or int32, uint8), got {input_ids.dtype}")
         B, T = input_ids.shape
         if B < 1 or T < 1:
             raise ValueError(f"input_ids must have B >= 1 and T >= 1, got shape {tuple(input_ids.shape)}")
         if torch.compiler.is_compiling():   # value checks need data: not while tracing / exporting
             lo, hi = 0, 0
+        elif input_ids.dtype == torch.uint8 and c.vocab_size >= 256:
+            lo, hi = 0, 0   # bytes are in range by their dtype: no data check (a device sync on CUDA)
         else:
             lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= c.vocab_size:

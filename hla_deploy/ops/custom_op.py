@@ -11,6 +11,13 @@ specialises on T; the exporters translate the node to ONE ``hla_deploy::HLARecur
 (hla_deploy.exporters.translation_table()). Every argument is required (the schema has no
 defaults, so torch.export never drops one).
 
+Autocast: the op's implementations run with autocast OFF (`_no_autocast`), so what it computes
+depends only on its inputs' dtypes: under a bf16 autocast the chunk form would otherwise run its
+matmuls (state products included) in bf16. Autocast does not cast a custom op's inputs either:
+the layer feeds the dtype it wants (hla_deploy/layers/attention.py casts q, k, v to the autocast
+dtype). 16-bit q, k, v: the chunk form and the recurrence compute in float32, the Triton kernels
+multiply 16-bit operands with float32 accumulation; the state is float32 in every case.
+
 backend "auto" is resolved inside the op at run time (Triton for CUDA tensors when usable, else
 the chunk form for T > 1 and the recurrence for T = 1), so the traced graph does not depend on T.
 
@@ -72,12 +79,18 @@ def _forward_impl(q, k, v, state, variant, decay, normalize, eps, ridge, backend
     return o.to(q.dtype), s   # state_out: float32 (float64 with float64 q)
 
 
+def _no_autocast(device: torch.device):
+    """Autocast off for ``device``'s type inside the op (see the module docstring)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def hla_recurrent_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor,
                        variant: str, decay: List[float], normalize: bool, eps: float, ridge: float,
                        backend: str, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """See the module docstring. Inputs are validated by hla_deploy.ops.hla_attention."""
-    o, s = _forward_impl(q, k, v, state, variant, decay, normalize, eps, ridge, backend, chunk_size)
+    with _no_autocast(q.device):
+        o, s = _forward_impl(q, k, v, state, variant, decay, normalize, eps, ridge, backend, chunk_size)
     return o.contiguous(), s.contiguous()
 
 
@@ -108,7 +121,7 @@ def hla_recurrent_step_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
                                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv, dstate): re-runs the differentiable forward (Triton on CUDA when it serves the
     configuration, else the chunk form) and back-propagates (grad_o, grad_state) through it."""
-    with _autograd_inside_op(), torch.enable_grad():
+    with _autograd_inside_op(), torch.enable_grad(), _no_autocast(q.device):
         leaves = [x.detach().requires_grad_(True) for x in (q, k, v, state)]
         o, s = _forward_impl(*leaves, variant, decay, normalize, eps, ridge, backend, chunk_size,
                              differentiable_only=True)

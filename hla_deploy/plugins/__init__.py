@@ -3,6 +3,9 @@
     ort_library_path(build=True) -> Path    libhla_ort_op.so (hla_deploy::HLARecurrentStep)
     ort_runner_path(build=True)  -> Path    the C++ runner (plugins/ort_hla/hla_runner.cc)
     trt_plugin_path(build=True)  -> Path    the TensorRT plugin (hla_deploy.plugins.trt_build)
+    build_kernels(configs, archs=(87, 90))  AOT cubins of the Triton prefill kernels + manifest.json in
+                                            <cache>/kernels (hla_deploy.plugins.kernel_dir; needs Triton)
+    kernel_configs_of_model(path) -> [KernelConfig]   the configurations of a model's HLARecurrentStep nodes
     plugins_source_dir() -> Path            the native sources (checkout or installed package)
     cache_dir() -> Path                     per-user cache: builds and downloaded headers
     PluginBuildError                        raised with a clear message when a build fails
@@ -11,7 +14,8 @@ Builds go to ``$HLA_DEPLOY_BUILD_DIR`` or ``<cache_dir()>/build/<kind>-<key>/`` 
 the sources, the onnxruntime version and the CUDA setting; see hla_deploy.plugins.build), never
 into the source tree or site-packages.
 
-Also the ``build-plugins`` subcommand of ``hla-deploy`` (``add_arguments`` / ``run``).
+Also the ``build-plugins`` subcommand of ``hla-deploy`` (``add_arguments`` / ``run``; its AOT-kernel
+options are hla_deploy.plugins.cli_kernels).
 Importing this module is cheap: nothing is built or imported until asked for.
 """
 from __future__ import annotations
@@ -22,11 +26,16 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_kernels import UsageError, add_kernel_arguments, kernel_request, run_kernels
+
 from .build import PluginBuildError, build_dir, cmake_build, ort_library_path, ort_runner_path
+from .kernel_configs import KernelConfig, kernel_configs_of_model
+from .kernel_dir import build_kernels, default_kernel_dir
 from .locations import cache_dir, plugins_source_dir
 
 __all__ = ["PluginBuildError", "build_dir", "cache_dir", "cmake_build", "ort_library_path", "ort_runner_path",
-           "plugins_source_dir", "trt_plugin_path", "add_arguments", "run"]
+           "plugins_source_dir", "trt_plugin_path", "build_kernels", "default_kernel_dir", "KernelConfig",
+           "kernel_configs_of_model", "add_arguments", "run"]
 
 
 def _trt_build_module():
@@ -57,9 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trt", action="store_true",
                         help="also build the TensorRT plugin (hla_deploy.plugins.trt_build)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the CMake commands")
+    add_kernel_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        kernels = kernel_request(args)   # bad --config/--arch/--model: before any build
+    except UsageError as e:
+        print(f"build-plugins: error: {e}", file=sys.stderr)
+        return 2
+    if not getattr(args, "kernels_only", False):
+        rc = _run_native(args)
+        if rc:
+            return rc
+    return run_kernels(kernels) if kernels is not None else 0
+
+
+def _run_native(args: argparse.Namespace) -> int:
     if args.build_dir:
         os.environ["HLA_DEPLOY_BUILD_DIR"] = str(Path(args.build_dir).expanduser().resolve())
     if args.with_cuda:

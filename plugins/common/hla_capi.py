@@ -32,8 +32,9 @@ class CapiBuildError(RuntimeError):
 
 
 def build(build_dir: Optional[os.PathLike] = None, cuda: bool = False, jobs: int = 2,
-          extra_args: Sequence[str] = ()) -> Path:
-    """Configure + build `hla_kernels_capi` with CMake (incremental); returns the .so path."""
+          extra_args: Sequence[str] = (), fake_driver: bool = False) -> Path:
+    """Configure + build `hla_kernels_capi` with CMake (incremental); returns the .so path.
+    fake_driver: also build the mocked CUDA driver (fake_driver_path(lib) finds it)."""
     cmake = shutil.which("cmake")
     if cmake is None:
         raise CapiBuildError("cmake not found on PATH (needed to build plugins/common)")
@@ -41,7 +42,8 @@ def build(build_dir: Optional[os.PathLike] = None, cuda: bool = False, jobs: int
     bdir.mkdir(parents=True, exist_ok=True)
     cfg = [cmake, "-S", str(COMMON_DIR), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release",
            f"-DHLA_WITH_CUDA={'ON' if cuda else 'OFF'}", *extra_args]
-    for cmd in (cfg, [cmake, "--build", str(bdir), "--target", "hla_kernels_capi", "-j", str(jobs)]):
+    targets = ["hla_kernels_capi"] + (["hla_fake_cuda_driver"] if fake_driver else [])
+    for cmd in (cfg, [cmake, "--build", str(bdir), "--target", *targets, "-j", str(jobs)]):
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
             raise CapiBuildError(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-4000:]}")
@@ -49,6 +51,11 @@ def build(build_dir: Optional[os.PathLike] = None, cuda: bool = False, jobs: int
     if not lib.exists():
         raise CapiBuildError(f"build finished but {lib} is missing")
     return lib
+
+
+def fake_driver_path(lib: os.PathLike) -> Path:
+    """The mocked CUDA driver (tests/fake_cuda_driver.cpp) built beside the capi library `lib`."""
+    return Path(lib).parent / "libhla_fake_cuda_driver.so"
 
 
 _NUMPY_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
@@ -111,12 +118,20 @@ class Kernels:
         L.hla_capi_convert.restype = i
         L.hla_capi_convert.argtypes = [i, i, ctypes.c_int64, p, p]
         L.hla_capi_has_cuda.restype = i
-        L.hla_capi_chunk_plan.restype = i
-        L.hla_capi_chunk_plan.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i, p]
+        L.hla_capi_capture_log.argtypes = [i]
+        L.hla_capi_take_log.restype = ctypes.c_char_p
+        L.hla_capi_aot_search_dirs.restype = ctypes.c_char_p
+        L.hla_capi_sha256.argtypes = [p, ctypes.c_int64, p]
+        L.hla_capi_aot_workspace_bytes.restype = ctypes.c_int64
+        L.hla_capi_aot_workspace_bytes.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
+        L.hla_capi_aot_prefill.restype = i
+        L.hla_capi_aot_prefill.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i, p, p, p, p, p, p, p, p,
+                                           ctypes.c_char_p, i]
         self.has_cuda = bool(L.hla_capi_has_cuda())
         if self.has_cuda:
-            L.hla_capi_cuda_prefill_chunked.restype = i
-            L.hla_capi_cuda_prefill_chunked.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
+            L.hla_capi_last_error.restype = ctypes.c_char_p
+            L.hla_capi_cuda_prefill_aot.restype = i
+            L.hla_capi_cuda_prefill_aot.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
             L.hla_capi_cuda_workspace_size.restype = ctypes.c_int64
             L.hla_capi_cuda_workspace_size.argtypes = [i, i, i, i, i, i, i, f, f, p, i, i]
             L.hla_capi_forward_cuda.restype = i
@@ -145,18 +160,50 @@ class Kernels:
             raise ValueError(f"hla_capi_convert returned {rc}")
         return out
 
-    def chunk_plan(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32"):
-        """The chunked CUDA prefill's plan (hla_chunk_plan.h) as a dict: ok, BT, NT, nK, nV,
-        smem_state, smem_out, workspace (bytes)."""
-        out = np.zeros(8, np.int64)
-        rc = self.lib.hla_capi_chunk_plan(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), 1e-6, ridge,
-                                          None, 0, DTYPE_CODES[dtype_name], _ptr(out))
-        if rc != 0:
-            what = {-1: "invalid parameters (hla::validate)", -2: f"bad dtype {dtype_name!r}"}.get(rc, "error")
-            raise ValueError(f"chunk_plan({variant}, B={B}, T={T}, H={H}, d={d}, dv={dv}, normalize={normalize}, "
-                             f"ridge={ridge}): {what} (hla_capi_chunk_plan returned {rc})")
-        keys = ("ok", "BT", "NT", "nK", "nV", "smem_state", "smem_out", "workspace")
-        return {key: (bool(x) if key == "ok" else int(x)) for key, x in zip(keys, out)}
+    # -- the AOT launcher (hla_aot_launcher.h) --------------------------------------------------
+    def capture_log(self, capture: bool = True) -> None:
+        """Send plugins/common's warnings/errors to a buffer (take_log) instead of stderr."""
+        self.lib.hla_capi_capture_log(int(capture))
+
+    def take_log(self):
+        """[(level 'W'|'E', message)] logged since the last call."""
+        text = self.lib.hla_capi_take_log().decode()
+        return [(ln[0], ln[2:]) for ln in text.splitlines() if ln]
+
+    def sha256(self, data: bytes) -> str:
+        out = ctypes.create_string_buffer(65)
+        self.lib.hla_capi_sha256(data, len(data), out)
+        return out.value.decode()
+
+    def aot_reset(self) -> None:
+        self.lib.hla_capi_aot_reset()
+
+    def aot_search_dirs(self):
+        return self.lib.hla_capi_aot_search_dirs().decode().splitlines()
+
+    def aot_workspace_bytes(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32",
+                            eps=1e-6, decay=None) -> int:
+        dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        n = int(self.lib.hla_capi_aot_workspace_bytes(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), eps,
+                                                      ridge, None if dec is None else _ptr(dec),
+                                                      0 if dec is None else dec.size, DTYPE_CODES[dtype_name]))
+        if n < 0:
+            raise ValueError(f"aot_workspace_bytes({variant}, B={B}, T={T}, H={H}, d={d}, dv={dv}): invalid parameters")
+        return n
+
+    def aot_prefill(self, variant, B, T, H, d, dv, ptrs, workspace, stream=0, normalize=False, ridge=0.0,
+                    dtype_name="float32", eps=1e-6, decay=None):
+        """hla::aot::prefill with raw device addresses (ints): ptrs = (q, k, v, state_in, o, state_out).
+        Returns ("launched" | "token-serial" | "error", message)."""
+        dec = None if decay is None else np.ascontiguousarray(np.atleast_1d(decay), dtype=np.float32)
+        msg = ctypes.create_string_buffer(4096)
+        rc = self.lib.hla_capi_aot_prefill(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), eps, ridge,
+                                           None if dec is None else _ptr(dec), 0 if dec is None else dec.size,
+                                           DTYPE_CODES[dtype_name], *[ctypes.c_void_p(x) for x in ptrs],
+                                           ctypes.c_void_p(workspace), ctypes.c_void_p(stream), msg, len(msg))
+        if rc < 0:
+            raise ValueError(f"aot_prefill({variant}, B={B}, T={T}, H={H}, d={d}, dv={dv}): invalid parameters")
+        return {0: "launched", 1: "token-serial", 2: "error"}[rc], msg.value.decode()
 
     def cuda_workspace_size(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32",
                             decay=None):
@@ -168,11 +215,11 @@ class Kernels:
             VARIANT_CODES[variant], B, T, H, d, dv, int(normalize), 1e-6, ridge,
             None if dec is None else _ptr(dec), 0 if dec is None else dec.size, DTYPE_CODES[dtype_name]))
 
-    def prefill_chunked(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32"):
-        """True when forward_cuda (chunked=True) runs the chunked prefill on the current device."""
+    def prefill_aot(self, variant, B, T, H, d, dv, normalize=False, ridge=0.0, dtype_name="float32"):
+        """True when forward_cuda (aot=True) runs the AOT prefill on the current device."""
         if not self.has_cuda:
             return False
-        return bool(self.lib.hla_capi_cuda_prefill_chunked(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize),
+        return bool(self.lib.hla_capi_cuda_prefill_aot(VARIANT_CODES[variant], B, T, H, d, dv, int(normalize),
                                                            1e-6, ridge, None, 0, DTYPE_CODES[dtype_name]))
 
     # -- forward ---------------------------------------------------------------------------
@@ -205,10 +252,10 @@ class Kernels:
         return o, state_out
 
     def forward_cuda(self, q, k, v, state, *, variant="hla2", decay=None, normalize=False,
-                     eps=1e-6, ridge=0.0, state_out=None, o=None, stream=None, chunked=True, workspace=None):
+                     eps=1e-6, ridge=0.0, state_out=None, o=None, stream=None, aot=True, workspace=None):
         """torch CUDA tensors in/out (contiguous). Launches on `stream` (default: torch's
         current stream). Returns (o, state_out); raises RuntimeError with the CUDA code.
-        chunked=False passes no workspace, which makes a prefill (T > 1) take the token-serial
+        aot=False passes no workspace, which makes a prefill (T > 1) take the token-serial
         kernel. `workspace`: a CUDA uint8 tensor of at least cuda_workspace_size bytes to reuse
         (CUDA-graph capture); None allocates one per call."""
         import torch
@@ -240,7 +287,7 @@ class Kernels:
             ws = workspace
         else:
             ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
-        ws_ptr = _ptr(ws.data_ptr()) if chunked else None
+        ws_ptr = _ptr(ws.data_ptr()) if aot else None
         if stream is None:
             stream = torch.cuda.current_stream(q.device).cuda_stream
         rc = self.lib.hla_capi_forward_cuda(
@@ -248,7 +295,7 @@ class Kernels:
             _ptr(state.data_ptr()), _ptr(o.data_ptr()), _ptr(state_out.data_ptr()),
             ws_ptr, ctypes.c_void_p(int(stream)))
         if rc != 0:
-            raise RuntimeError(f"hla_capi_forward_cuda returned {rc}")
+            raise RuntimeError(f"hla_capi_forward_cuda returned {rc}: {self.lib.hla_capi_last_error().decode()}")
         return o, state_out
 
 

@@ -17,22 +17,25 @@
 // Decode (T == 1) streams the state from/to global memory once. Prefill (T > 1) copies the head's
 // state into shared memory when it fits (d = dv = 64: hla2 32 KB, hla3 48 KB), runs the tokens
 // there and writes it back once; otherwise it runs in global memory (L2-resident per token).
-// Parallelism is B*H blocks. This token-serial kernel serves decode (T == 1), hla3 and prefills
-// without a workspace; hla2 / ahla prefills with a workspace take the chunked kernels
-// (hla_cuda_chunk.cuh). Builds with CUDA 12.x and 13 (no 13-only APIs), sm_87/sm_90.
+// Parallelism is B*H blocks. This token-serial kernel serves decode (T == 1), hla3 and the
+// prefills the AOT Triton kernels do not cover; forward_cuda sends every other prefill (hla2 /
+// ahla, T > 1, with a workspace) to the AOT launcher (hla_aot_launcher.h). Builds with CUDA 12.x
+// and 13 (no 13-only APIs), sm_87/sm_90.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 #ifndef __CUDACC_RTC__  // NVRTC (tests/test_cuda12_build.py) compiles the device code only
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <mutex>
+#include <string>
+
+#include "hla_aot_launcher.h"
+#include "hla_log.h"
 #endif
 
 #include <cstdint>
 
-#include "hla_chunk_plan.h"
 #include "hla_cuda_params.h"
 #include "hla_kernels.h"
 #include "hla_layout.h"
@@ -253,14 +256,6 @@ hla_forward_kernel(const KParams p, const TIn* __restrict__ q, const TIn* __rest
   }
 }
 
-template <bool C, typename A, typename B> struct Select { using type = A; };
-template <typename A, typename B> struct Select<false, A, B> { using type = B; };
-
-// Chunked prefill (T > 1, hla2 / ahla): hla2_chunk_state_kernel, hla2_chunk_out_kernel,
-// ahla_chunk_state_kernel, ahla_chunk_out_kernel.
-#define HLA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
-#include "hla_cuda_chunk.cuh"
-
 // ---- host code: launch configuration and the public entry points (not seen by NVRTC) ----------
 #ifndef __CUDACC_RTC__
 // Floats of dynamic shared memory per block of hla_forward_kernel (layout above the kernel).
@@ -337,78 +332,16 @@ int dispatch(const KParams& kp, int64_t blocks, int vec, bool smem_state, size_t
                     : launch<1, TIn, false>(kp, blocks, smem, dev, q, k, v, si, o, so, st);
 }
 
-// The chunked prefill: the state kernel (states before every chunk -> workspace), then the output
-// kernel (o, and state_out from the workspace), both on `stream`.
-template <typename TIn>
-int launch_chunked(const Params& p, const ChunkPlan& plan, int dev, const void* q, const void* k,
-                   const void* v, const float* state_in, void* o, float* state_out, float* ws,
-                   cudaStream_t stream) {
-  const ChunkKParams ck = make_chunk_kparams(p, plan);
-  const bool hla2 = p.variant == Variant::kHLA2;
-  auto ks = hla2 ? hla2_chunk_state_kernel<TIn> : ahla_chunk_state_kernel<TIn>;
-  auto ko = hla2 ? hla2_chunk_out_kernel<TIn> : ahla_chunk_out_kernel<TIn>;
-  cudaError_t e = allow_smem(reinterpret_cast<const void*>(ks), dev, size_t(plan.smem_state));
-  if (e == cudaSuccess) e = allow_smem(reinterpret_cast<const void*>(ko), dev, size_t(plan.smem_out));
-  if (e != cudaSuccess) return int(e);
-  const unsigned bh = unsigned(int64_t(p.B) * p.H);
-  const TIn* tq = static_cast<const TIn*>(q);
-  const TIn* tk = static_cast<const TIn*>(k);
-  const TIn* tv = static_cast<const TIn*>(v);
-  ks<<<dim3(bh, unsigned(plan.nK), unsigned(plan.nV)), dim3(kChunkThreads), size_t(plan.smem_state),
-       stream>>>(ck, tq, tk, tv, state_in, ws);
-  e = cudaGetLastError();
-  if (e != cudaSuccess) return int(e);
-  ko<<<dim3(bh, unsigned(plan.NT < kChunkMaxGridY ? plan.NT : kChunkMaxGridY)), dim3(kChunkThreads), size_t(plan.smem_out), stream>>>(
-      ck, tq, tk, tv, ws, static_cast<TIn*>(o), state_out);
-  return int(cudaGetLastError());
-}
-
-// The chunked path applies: plan ok and the current device's opt-in limit holds its tiles.
-bool chunked_on_device(const ChunkPlan& plan, int* dev) {
-  if (!plan.ok) return false;
-  int optin = 0;
-  if (cudaGetDevice(dev) != cudaSuccess || device_optin_smem(*dev, &optin) != cudaSuccess) {
-    cudaGetLastError();  // clear; the serial path reports a real failure itself
-    return false;
-  }
-  return plan.smem_state <= optin && plan.smem_out <= optin;
-}
-
-#endif  // __CUDACC_RTC__
-}  // namespace
-
-#ifndef __CUDACC_RTC__
-size_t cuda_workspace_size(const Params& p, DType dtype) { return chunk_plan(p, dtype).workspace; }
-
-bool cuda_prefill_chunked(const Params& p, DType dtype) {
-  int dev = 0;
-  return chunked_on_device(chunk_plan(p, dtype), &dev);
-}
-
-int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
-                 const float* state_in, void* o, float* state_out, void* workspace,
-                 void* stream) {
-  if (p.num_decay > kMaxHeads && p.decay != nullptr) return int(cudaErrorInvalidValue);
+// The token-serial kernel: decode (T == 1), hla3, no workspace, or no AOT kernels for this
+// configuration. Returns 0 or a cudaError_t.
+int forward_serial(const Params& p, DType dtype, const void* q, const void* k, const void* v,
+                   const float* state_in, void* o, float* state_out, void* stream) {
   const int64_t blocks = int64_t(p.B) * p.H;
-  if (blocks < 1 || blocks > 0x7fffffff) return int(cudaErrorInvalidConfiguration);
+  if (p.num_decay > kMaxHeads && p.decay != nullptr) {
+    return int(cudaErrorInvalidValue);  // per-head decay is passed by value: at most kMaxHeads heads
+  }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   int dev = 0;
-  if (p.T > 1 && workspace != nullptr) {  // chunked prefill (tensor cores for 16-bit inputs)
-    const ChunkPlan plan = chunk_plan(p, dtype);
-    if (chunked_on_device(plan, &dev)) {
-      float* ws = static_cast<float*>(workspace);
-      switch (dtype) {
-        case DType::kFloat32:
-          return launch_chunked<float>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
-        case DType::kFloat16:
-          return launch_chunked<__half>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
-        case DType::kBFloat16:
-          return launch_chunked<__nv_bfloat16>(p, plan, dev, q, k, v, state_in, o, state_out, ws, st);
-      }
-      return int(cudaErrorInvalidValue);
-    }
-  }
-  // Token-serial kernel: decode (T == 1), hla3, no workspace, or tiles too large for the device.
   const KParams kp = make_kparams(p);
   const auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   const int vec = (p.d % 4 == 0 && p.dv % 4 == 0 && aligned(state_in) && aligned(state_out)) ? 4 : 1;
@@ -438,6 +371,48 @@ int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, con
   }
   return int(cudaErrorInvalidValue);
 }
+
+#endif  // __CUDACC_RTC__
+}  // namespace
+
+#ifndef __CUDACC_RTC__
+size_t cuda_workspace_size(const Params& p, DType dtype) { return aot::workspace_bytes(p, dtype); }
+
+bool cuda_prefill_aot(const Params& p, DType dtype) { return aot::available(p, dtype); }
+
+int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
+                 const float* state_in, void* o, float* state_out, void* workspace,
+                 void* stream) {
+  set_last_error_message("");
+  const int64_t blocks = int64_t(p.B) * p.H;
+  if (blocks < 1 || blocks > 0x7fffffff) {
+    set_last_error_message("B * H = " + std::to_string(blocks) + " is outside [1, 2^31 - 1]");
+    return int(cudaErrorInvalidConfiguration);
+  }
+  if (p.T > 1) {  // prefill: the AOT Triton kernels when this configuration has them on this device
+    aot::Tensors t;
+    t.q = q; t.k = k; t.v = v; t.state_in = state_in; t.o = o; t.state_out = state_out;
+    std::string msg;
+    const aot::Status st = aot::prefill(p, dtype, t, workspace, stream, &msg);
+    if (st == aot::Status::kLaunched) return 0;
+    if (st == aot::Status::kError) {
+      set_last_error_message(msg);
+      return int(cudaErrorUnknown);
+    }
+  }
+  if (p.num_decay > kMaxHeads && p.decay != nullptr) {
+    set_last_error_message("per-head decay for " + std::to_string(p.num_decay) + " heads: the token-serial CUDA "
+                           "kernel takes at most " + std::to_string(kMaxHeads) + " (one decay value: any H)");
+    return int(cudaErrorInvalidValue);
+  }
+  const int rc = forward_serial(p, dtype, q, k, v, state_in, o, state_out, stream);
+  if (rc != 0) {
+    set_last_error_message(std::string("token-serial CUDA kernel: ") + cudaGetErrorName(cudaError_t(rc)) + " (" +
+                           cudaGetErrorString(cudaError_t(rc)) + ")");
+  }
+  return rc;
+}
 #endif  // __CUDACC_RTC__
 
 }  // namespace hla
+

@@ -1,6 +1,5 @@
-// KParams: what every CUDA kernel of hla_cuda.cu gets by value (shapes, options, the state
-// layout's offsets, per-head decay), and make_kparams. Plain C++ so that the CPU emulation of the
-// chunk kernels (tests/native/chunk_emu.cpp) builds the same struct the CUDA host code does.
+// KParams: what the token-serial CUDA kernel of hla_cuda.cu gets by value (shapes, options, the
+// state layout's offsets, per-head decay), and make_kparams. Plain C++.
 #pragma once
 
 #include <cstdint>

@@ -18,7 +18,7 @@ namespace hla {
 enum class Variant : int32_t { kHLA2 = 0, kAHLA = 1, kHLA3 = 2 };
 enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-// Largest H for which per-head decay is passed to CUDA kernels by value.
+// Largest H for which per-head decay is passed to the token-serial CUDA kernel by value.
 constexpr int kMaxHeads = 256;
 
 struct Params {
@@ -55,15 +55,21 @@ void forward_cpu(const Params& p, DType dtype, const void* q, const void* k, con
                  const float* state_in, void* o, float* state_out, int num_threads);
 
 // CUDA forward on `stream` (a cudaStream_t passed as void* so this header needs no CUDA).
-// Device pointers; `workspace` must hold cuda_workspace_size(p, dtype) bytes (the chunked
-// prefill's per-chunk states; 0 for decode and hla3). A null workspace makes a prefill take the
-// token-serial kernel. Returns 0 (cudaSuccess) or the CUDA error code of the failed launch.
+// Device pointers. Decode (T == 1) and hla3 run the token-serial kernel; a prefill (T > 1) of
+// hla2 / ahla runs the ahead-of-time compiled Triton kernels (hla_aot_launcher.h) when the
+// stream's device has them for this configuration (docs/AOT_KERNELS.md) and `workspace` is not
+// null, else the token-serial kernel (with ONE warning per configuration and arch when the
+// kernels are missing: hla_log.h). `workspace` must hold cuda_workspace_size(p, dtype) bytes.
+// Returns 0 (cudaSuccess) or an error code (a cudaError_t; cudaErrorUnknown for a failure of the
+// AOT launcher); last_error_message() (hla_log.h) then says what failed. Never aborts.
 // Only compiled when CUDA is available (HLA_WITH_CUDA).
+// cuda_workspace_size: bytes the AOT prefill needs for these shapes on the current device; 0 for
+// decode, hla3 or a configuration without AOT kernels here. It grows with B, T and H, so the size
+// for a TensorRT profile's largest shapes covers every smaller shape.
 size_t cuda_workspace_size(const Params& p, DType dtype);
-// True when forward_cuda, given a workspace of cuda_workspace_size(p, dtype) bytes, runs the
-// chunked prefill on the current device (T > 1, hla2/ahla, tiles within the device's shared-memory
-// opt-in limit); false: the token-serial kernel (also what a null workspace gives).
-bool cuda_prefill_chunked(const Params& p, DType dtype);
+// True when forward_cuda, given a workspace of cuda_workspace_size(p, dtype) bytes, runs the AOT
+// prefill on the current device; false: the token-serial kernel (also what a null workspace gives).
+bool cuda_prefill_aot(const Params& p, DType dtype);
 int forward_cuda(const Params& p, DType dtype, const void* q, const void* k, const void* v,
                  const float* state_in, void* o, float* state_out, void* workspace, void* stream);
 

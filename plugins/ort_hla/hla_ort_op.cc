@@ -4,7 +4,9 @@
 #include "hla_ort_op.h"
 
 #include "hla_attrs.h"
+#include "hla_log.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <limits>
@@ -286,13 +288,32 @@ OrtStatusPtr HLAKernel::Compute(OrtKernelContext* context) {
 #ifdef HLA_WITH_CUDA
   // CUDA EP: device pointers, ORT's compute stream; scratch from ORT's device allocator. Freeing
   // it right after the (asynchronous) launch is safe because ORT's allocator hands memory out in
-  // the order of this same stream.
-  if (p.num_decay > hla::kMaxHeads) {  // one decay value serves any H
-    return Error(api_, "attribute 'decay' has " + std::to_string(p.num_decay) +
-                           " per-head values; the CUDA kernel supports per-head decay for at most " +
-                           std::to_string(hla::kMaxHeads) + " heads (one decay value: any H)");
-  }
+  // the order of this same stream. A prefill (T > 1) runs the AOT Triton kernels when this
+  // configuration has them for the device (hla::forward_cuda decides); their workspace is
+  // hla::cuda_workspace_size bytes (0: the token-serial kernel, no workspace).
   void* stream = ctx.GetGPUComputeStream();
+  // plugins/common's warnings (one per configuration without AOT kernels) go to ORT's logger.
+  const OrtLogger* logger = nullptr;
+  if (OrtStatusPtr st = api_.KernelContext_GetLogger(context, &logger)) {
+    api_.ReleaseStatus(st);
+    logger = nullptr;
+  }
+  struct Sink {
+    static void log(void* user, hla::LogLevel level, const char* message) {
+      auto* self = static_cast<Sink*>(user);
+      OrtStatusPtr st = self->api.Logger_LogMessage(
+          self->logger, level == hla::LogLevel::kError ? ORT_LOGGING_LEVEL_ERROR : ORT_LOGGING_LEVEL_WARNING,
+          message, __FILE__, __LINE__, kOpType);
+      if (st != nullptr) {  // the logger refused: stderr
+        self->api.ReleaseStatus(st);
+        std::fprintf(stderr, "[hla-deploy] %s\n", message);
+      }
+    }
+    const OrtApi& api;
+    const OrtLogger* logger;
+  } sink{api_, logger};
+  std::unique_ptr<hla::ScopedLogSink> scoped;
+  if (logger != nullptr) scoped.reset(new hla::ScopedLogSink(&Sink::log, &sink));
   const size_t ws_bytes = hla::cuda_workspace_size(p, dtype_);
   // Frees the workspace and releases the allocator handle (KernelContext_GetAllocator hands out
   // an OrtAllocator that the caller must release) on every path out of this block.
@@ -320,7 +341,8 @@ OrtStatusPtr HLAKernel::Compute(OrtKernelContext* context) {
   void* workspace = ws.ptr;
   const int err = hla::forward_cuda(p, dtype_, q_ptr, k_ptr, v_ptr, s_ptr, o_ptr, so_ptr, workspace, stream);
   if (err != 0) {
-    return Error(api_, "hla::forward_cuda failed with CUDA error " + std::to_string(err), ORT_RUNTIME_EXCEPTION);
+    return Error(api_, "hla::forward_cuda failed (error " + std::to_string(err) + "): " + hla::last_error_message(),
+                 ORT_RUNTIME_EXCEPTION);
   }
   return nullptr;
 #else

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <mutex>
 
+#include "hla_log.h"
 #include "hlaRecurrentStepPlugin.h"
 
 #define HLA_TRT_EXPORT __attribute__((visibility("default")))
@@ -26,6 +27,18 @@ char const* severityName(nvinfer1::ILogger::Severity s) {
     case nvinfer1::ILogger::Severity::kVERBOSE: return "VERBOSE";
   }
   return "?";
+}
+
+// plugins/common's messages (the AOT launcher's one warning per configuration without kernels)
+// go to TensorRT's logger.
+void commonLogSink(void*, hla::LogLevel level, char const* message) {
+  log(level == hla::LogLevel::kError ? nvinfer1::ILogger::Severity::kERROR : nvinfer1::ILogger::Severity::kWARNING,
+      message);
+}
+
+void installCommonLogSink() {
+  static std::once_flag once;
+  std::call_once(once, [] { hla::set_log_sink(&commonLogSink, nullptr); });
 }
 
 }  // namespace
@@ -53,10 +66,12 @@ void log(nvinfer1::ILogger::Severity severity, std::string const& message) noexc
 
 extern "C" HLA_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
   hla::trt::set_logger_finder(finder);
+  hla::trt::installCommonLogSink();
 }
 
 extern "C" HLA_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   try {  // the creator's constructor allocates: no exception may cross this C entry point
+    hla::trt::installCommonLogSink();
     static hla::trt::HLARecurrentStepPluginCreator sCreator;
     static nvinfer1::IPluginCreatorInterface* const kCreators[] = {&sCreator};
     nbCreators = 1;

@@ -1,6 +1,8 @@
 // HLARecurrentStep TensorRT plugin (IPluginV3): TensorRT glue around hla::forward_cuda.
 #include "hlaRecurrentStepPlugin.h"
 
+#include "hla_log.h"
+
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -309,12 +311,15 @@ int32_t HLARecurrentStepPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
     logError(std::string(kPluginName) + ": enqueue failed: " + e.what());
     return -1;
   }
-  // state_in and state_out are distinct TensorRT buffers (TensorRT does not alias them).
+  // state_in and state_out are distinct TensorRT buffers (TensorRT does not alias them). A prefill
+  // (T > 1) runs the AOT Triton kernels when this configuration has them for the device, in the
+  // workspace getWorkspaceSize asked for (hla::cuda_workspace_size of the profile's largest shapes).
   int rc = forward_cuda(p, dtype, inputs[0], inputs[1], inputs[2],
                         static_cast<float const*>(inputs[3]), outputs[0], static_cast<float*>(outputs[1]), workspace,
                         static_cast<void*>(stream));
   if (rc != 0) {
-    logError(std::string(kPluginName) + ": hla::forward_cuda failed with CUDA error " + std::to_string(rc));
+    logError(std::string(kPluginName) + ": hla::forward_cuda failed (error " + std::to_string(rc) +
+             "): " + last_error_message());
     return rc;
   }
   return 0;

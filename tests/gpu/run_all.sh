@@ -22,6 +22,7 @@
 # Phase 1, all steps at once (16 cores, 1 GPU; each step its own processes, pytest-xdist inside):
 # every tests/gpu/test_*.py, tests/test_triton_hla.py (-n 8 --dist loadscope: one class per
 # worker, so each Triton specialisation compiles once; counted by tests/triton_spec_count.py),
+# tests/test_triton_plan.py (-n 3),
 # the CUDA case of tests/test_ort_runtime.py, tests/test_benchmarks_smoke.py, and the parity
 # check with ort-cuda and triton (under tests/gpu/proc_probe.py: a signal or a native exit is
 # named). One Triton cache for the whole run: $TRITON_CACHE_DIR (default /tmp/hla-triton-cache,
@@ -208,12 +209,18 @@ pytest_step() {  # name "VAR=value ..." "xdist args" pytest-args...
 }
 
 for f in tests/gpu/test_*.py; do
-  n=${HLA_GPU_WORKERS:-2}
-  [ "$(basename "$f")" = test_ort_cuda_ep.py ] && n=${HLA_GPU_ORT_WORKERS:-4}  # many subprocess scenarios
-  pytest_step "gpu_$(basename "$f" .py)" "" "$(nx "$n")" "$f"
+  case $(basename "$f") in
+    test_ort_cuda_ep.py) xd=$(nx "${HLA_GPU_ORT_WORKERS:-4}") ;;  # many subprocess scenarios
+    test_aot_prefill.py) xd="" ;;  # its session fixture compiles the AOT kernels: once, in one process
+    *) xd=$(nx "${HLA_GPU_WORKERS:-2}") ;;
+  esac
+  pytest_step "gpu_$(basename "$f" .py)" "" "$xd" "$f"
 done
-pytest_step triton "PYTHONPATH=$ROOT/tests${PYTHONPATH:+:$PYTHONPATH} HLA_TRITON_SPECS=$LOG/triton_specs.json" \
+SPEC_ENV="PYTHONPATH=$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"
+pytest_step triton "$SPEC_ENV HLA_TRITON_SPECS=$LOG/triton_specs.json" \
   "$(nx "${HLA_GPU_TRITON_WORKERS:-8}") --dist loadscope" -p triton_spec_count tests/test_triton_hla.py
+pytest_step triton_plan "$SPEC_ENV HLA_TRITON_SPECS=$LOG/triton_plan_specs.json" \
+  "$(nx "${HLA_GPU_PLAN_WORKERS:-3}")" -p triton_spec_count tests/test_triton_plan.py
 pytest_step ort_runtime_cuda "" "" tests/test_ort_runtime.py -k "cuda and not without_cuda_ep"
 pytest_step benchmarks_smoke "" "" tests/test_benchmarks_smoke.py
 

@@ -29,6 +29,26 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 DT = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+class _TokenSerial:
+    """The capi library with forward_cuda pinned to the token-serial kernel (aot=False: no
+    workspace), which this file tests; the AOT prefill is tests/gpu/test_aot_prefill.py's."""
+
+    def __init__(self, lib):
+        self._lib = lib
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def forward_cuda(self, *args, **kw):
+        kw.setdefault("aot", False)
+        return self._lib.forward_cuda(*args, **kw)
+
+
+@pytest.fixture(scope="module")
+def capi(capi):  # noqa: F811  (overrides tests/gpu/conftest.py's, wrapping it)
+    return _TokenSerial(capi)
+
+
 # capi: tests/gpu/conftest.py
 
 

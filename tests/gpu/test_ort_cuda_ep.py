@@ -56,6 +56,18 @@ from hla_deploy.runtime.ort_session import cuda_provider_options  # noqa: E402
 
 BOUNDS = {"float32": 5e-6, "float16": 5e-4, "bfloat16": 4e-3}  # o, relative RMS (as tests/gpu/test_cuda_kernels)
 STATE_BOUND = 5e-6
+# A prefill (T > 1) of hla2 / ahla runs the AOT Triton kernels when a kernel directory has the
+# configuration (`hla-deploy build-plugins` builds d = dv = 64 by default): those are held to the
+# Triton forward's bounds (tests/test_triton_hla.py; o and state, relative RMS) and checked bit for
+# bit against it in tests/gpu/test_aot_prefill.py.
+AOT_BOUNDS = {"float32": 1e-5, "float16": 3e-3, "bfloat16": 2e-2}
+
+
+def _bounds(case, shape, dtype):
+    """(o bound, state bound) for a case: the token-serial kernel's, or the AOT kernels' where they may run."""
+    if case[0] in ("hla2", "ahla") and shape[1] > 1:
+        return max(BOUNDS[dtype], AOT_BOUNDS[dtype]), max(STATE_BOUND, AOT_BOUNDS[dtype])
+    return BOUNDS[dtype], STATE_BOUND
 
 # the 14 variant / option configurations: (variant, normalize, ridge, decay per head or one value)
 CASES = ([("hla2", n, r, dec) for n in (0, 1) for r in (0.0, 0.25) for dec in ([1.0], [0.95, 0.8, 0.99])]
@@ -181,8 +193,9 @@ def test_op_in_cuda_ep_matches_float64(cuda_library, case, shape, dtype, binding
     o_ref, s_ref = _reference(case, exact, state)
     assert s.dtype == np.float32 and s.shape == state.shape
     assert np.isfinite(o.astype(np.float64)).all() and np.isfinite(s).all()
-    assert rel_rms(o, o_ref) <= BOUNDS[dtype], rel_rms(o, o_ref)
-    assert rel_rms(s, s_ref) <= STATE_BOUND, rel_rms(s, s_ref)
+    o_bound, s_bound = _bounds(case, shape, dtype)
+    assert rel_rms(o, o_ref) <= o_bound, rel_rms(o, o_ref)
+    assert rel_rms(s, s_ref) <= s_bound, rel_rms(s, s_ref)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -7,10 +7,12 @@ q, k [B, T, H, d], v [B, T, H, dv] (float32, float16 or bfloat16; d, dv + normal
 o [B, T, H, dv] in q's dtype; initial_state / final_state [B, H, N] float32 in the layout of
 docs/OP_CONTRACT.md. Differentiable in q, k, v and initial_state (hand-written backward kernels).
 
-Files: chunk_fwd.py (hla2 state scan + output kernels), chunk_bwd.py (hla2 reverse state-gradient
+Files: launch_plan.py (the forward's launches: one plan for the JIT path and the AOT kernels),
+chunk_fwd.py (hla2 state scan + output kernels), chunk_bwd.py (hla2 reverse state-gradient
 scan + chunk-local dq/dk/dv kernel), chunk_ahla.py (ahla, all four), function.py
-(autograd.Functions), tile.py (masked tile load/store), utils.py (checks, state packing),
-README.md (derivation).
+(autograd.Functions), operand.py (operand dtypes, the float16 power-of-two rescale), tile.py
+(masked tile load/store, contract-layout state tiles), utils.py (checks, state packing for the
+backward), README.md (derivation).
 Without CUDA the kernels run only under the Triton interpreter (TRITON_INTERPRET=1, CPU tensors).
 """
 from __future__ import annotations
@@ -73,9 +75,11 @@ def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vari
     q, k: [B, T, H, d]; v: [B, T, H, dv]; float32 / float16 / bfloat16, one device.
     decay: float or 1 or H values in (0, 1]; initial_state: [B, H, N] float32 or None.
     Returns o [B, T, H, dv] (q's dtype) and the final state [B, H, N] float32 (or None).
-    chunk_size (keyword, 16/32/64, default by T) is the tokens per chunk.
+    chunk_size (keyword, 16/32/64) overrides the tokens per chunk of the launch plan (default
+    launch_plan.DEFAULT_CHUNK_SIZE, the same for every T: what the AOT kernels use).
+    The forward runs exactly launch_plan.plan(...)'s launches (launch_plan.run_plan).
     """
-    from .function import ChunkAHLAFunction, ChunkHLA2Function, default_chunk_size
+    from .function import ChunkAHLAFunction, ChunkHLA2Function
     from .utils import check_inputs, decay_vector
 
     if variant == "hla3":
@@ -88,14 +92,11 @@ def hla_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vari
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
         raise ValueError(f"q is on {q.device}: the Triton kernels need CUDA tensors (or CPU tensors "
                          f"with TRITON_INTERPRET=1)")
-    T = q.shape[1]
     gam = decay_vector(decays, q.device)                              # [H] float32
-    if chunk_size is None:
-        chunk_size = default_chunk_size(T)
-    if chunk_size not in (16, 32, 64):
+    if chunk_size is not None and chunk_size not in (16, 32, 64):
         raise ValueError(f"chunk_size must be 16, 32 or 64, got {chunk_size}")
     if variant == "ahla":
         return ChunkAHLAFunction.apply(q, k, v, gam, initial_state, bool(normalize), float(eps),
-                                       bool(output_final_state), int(chunk_size))
+                                       bool(output_final_state), chunk_size)
     return ChunkHLA2Function.apply(q, k, v, gam, initial_state, bool(normalize), float(eps),
-                                   float(ridge), bool(output_final_state), int(chunk_size))
+                                   float(ridge), bool(output_final_state), chunk_size)

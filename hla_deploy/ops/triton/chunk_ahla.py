@@ -17,10 +17,15 @@ Backward, (dP', dE') = gradient of the state after the chunk:
 
 Every term is separable over value columns, so all kernels split the value dim into blocks;
 dq, dk are partial sums over value blocks (summed on the host when there are several).
-normalize: a value column of ones (mK, n are P, E for v ≡ 1), as for hla2.
-float16 inputs: P ~ t and E ~ t^2 outgrow float16 (65504) on long sequences, and nearly every
-product here involves them, so the kernels upcast q, k, v, dO to float32 and multiply in IEEE
-float32 (chunk_fwd._state_operand_dtype / _state_precision); bfloat16 and float32 as before.
+normalize: a value column of ones (mK, n are P, E for v ≡ 1), as for hla2: `chunk_ahla_fwd_h_kernel`
+scans vx = [v, 1] (the ones made in the kernel) and `chunk_ahla_fwd_o_kernel` computes the
+denominator as float32 row sums (R1 = a1 (Q mK) + Wg 1, den = a1 (Q n) + Wg R1 + eps) and divides
+(tl.div_rn), so every value block owns its denominator. The forward kernels read `state_in` and
+write `state_out` in the contract layout, like chunk_fwd.py; T, H are runtime int32.
+float16 inputs: P ~ t and E ~ t^2 (and R ~ t) outgrow float16 (65504) on long sequences. The
+forward multiplies them on the tensor cores after a power-of-two rescale of their columns
+(operand.dot_big_right); the backward kernels upcast q, k, v, dO to float32 and multiply in IEEE
+float32 (operand.state_operand_dtype / state_precision); bfloat16 and float32 as before.
 """
 from __future__ import annotations
 
@@ -28,8 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_fwd import _state_operand_dtype, _state_precision
-from .tile import load_tile, store_tile
+from .operand import dot, dot_big_right, state_operand_dtype, state_precision
+from .tile import load_state_cols, load_tile, load_vx, store_state_cols, store_tile
 
 
 @triton.jit
@@ -44,73 +49,93 @@ def _decays(lg, i_t, T, BT: tl.constexpr):
     return b_d1, b_a1, b_b, gc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "H"])
 def chunk_ahla_fwd_h_kernel(
-    q, k, v, gam,                 # [B, T, H, K] x2, [B, T, H, V], [H]
-    p0, e0,                       # [B*H, K, V] x2 float32 initial state
-    hp, he,                       # [B*H, NT, K, V] x2 float32: state before every chunk
-    pt, et,                       # [B*H, K, V] x2 float32: final state
-    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, PREC: tl.constexpr,
-    SDT: tl.constexpr,
+    q, k, v,                      # [B, T, H, K] x2, [B, T, H, DV] (activation dtype)
+    decay,                        # [H] float32
+    state_in,                     # [B, H, N] float32, contract layout: P, E, [mK, n]
+    ws_p, ws_e,                   # [B*H, NT, K, DV + NORM] x2 float32: P|mK, E|n before every chunk
+    state_out,                    # [B, H, N] float32
+    T, H,                         # int32
+    K: tl.constexpr, DV: tl.constexpr, NORM: tl.constexpr, N: tl.constexpr,
+    OFF_E: tl.constexpr, OFF_MK: tl.constexpr, OFF_N: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, F16: tl.constexpr, IEEE: tl.constexpr,
 ):
+    VX = DV + NORM
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
-    lg = tl.log2(tl.load(gam + i_h))
-    b_p = tl.zeros([BD, BV], dtype=tl.float32)
-    b_e = tl.zeros([BD, BV], dtype=tl.float32)
-    if USE_INITIAL_STATE:
-        b_p = load_tile(p0 + i_bh * K * V, 0, i_v * BV, K, V, V, BD, BV)
-        b_e = load_tile(e0 + i_bh * K * V, 0, i_v * BV, K, V, V, BD, BV)
-    qk_off = (i_b * T * H + i_h) * K
-    v_off = (i_b * T * H + i_h) * V
+    DT = q.dtype.element_ty
+    lg = tl.log2(tl.load(decay + i_h))
+    # this program owns columns [i_v*BV, +BV) of P|mK and E|n (all rows)
+    s_in = state_in + i_bh.to(tl.int64) * N
+    b_p = load_state_cols(s_in, 0, i_v * BV, K, DV, 0, OFF_MK, NORM, BD, BV)            # [BD, BV]
+    b_e = load_state_cols(s_in, 0, i_v * BV, K, DV, OFF_E, OFF_N, NORM, BD, BV)         # [BD, BV]
+    row0 = i_b.to(tl.int64) * T * H + i_h
+    ws_bh = i_bh.to(tl.int64) * NT
     for i_t in range(0, NT):
-        s_off = (i_bh * NT + i_t) * K * V
-        store_tile(hp + s_off, b_p, 0, i_v * BV, K, V, V, BD, BV)
-        store_tile(he + s_off, b_e, 0, i_v * BV, K, V, V, BD, BV)
-        b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
-        b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
-        b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
+        ws_off = (ws_bh + i_t) * K * VX
+        store_tile(ws_p + ws_off, b_p, 0, i_v * BV, K, VX, VX, BD, BV)
+        store_tile(ws_e + ws_off, b_e, 0, i_v * BV, K, VX, VX, BD, BV)
+        b_q = load_tile(q + row0 * K, i_t * BT, 0, T, K, H * K, BT, BD)                # [BT, BD]
+        b_k = load_tile(k + row0 * K, i_t * BT, 0, T, K, H * K, BT, BD)                # [BT, BD]
+        b_v = load_vx(v + row0 * DV, i_t * BT, i_v * BV, T, DV, H * DV, NORM, BT, BV)  # [BT, BV]
         b_d1, b_a1, b_b, gc = _decays(lg, i_t, T, BT)
-        b_wg = (b_d1 * tl.dot(b_q, tl.trans(b_k), input_precision=PREC)).to(DT)
-        b_r = b_a1[:, None] * tl.dot(b_q, b_p.to(DT), input_precision=PREC) \
-            + tl.dot(b_wg, b_v, input_precision=PREC)                          # [BT, BV]
+        b_wg = (b_d1 * dot(b_q, tl.trans(b_k), IEEE)).to(DT)                           # D1 ⊙ Q K^T
+        b_r = b_a1[:, None] * dot_big_right(b_q, b_p, F16, IEEE) + dot(b_wg, b_v, IEEE)   # [BT, BV] (grows)
         b_kd = (b_k.to(tl.float32) * b_b[:, None]).to(DT)
-        b_p = gc * b_p + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
-        b_e = gc * b_e + tl.dot(tl.trans(b_kd), b_r.to(DT), input_precision=PREC)
-    if STORE_FINAL_STATE:
-        store_tile(pt + i_bh * K * V, b_p, 0, i_v * BV, K, V, V, BD, BV)
-        store_tile(et + i_bh * K * V, b_e, 0, i_v * BV, K, V, V, BD, BV)
+        b_p = gc * b_p + dot(tl.trans(b_kd), b_v, IEEE)
+        b_e = gc * b_e + dot_big_right(tl.trans(b_kd), b_r, F16, IEEE)
+    s_out = state_out + i_bh.to(tl.int64) * N
+    store_state_cols(s_out, b_p, 0, i_v * BV, K, DV, 0, OFF_MK, NORM, BD, BV)
+    store_state_cols(s_out, b_e, 0, i_v * BV, K, DV, OFF_E, OFF_N, NORM, BD, BV)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "H"])
 def chunk_ahla_fwd_o_kernel(
-    q, k, v, gam, hp, he, o,
-    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-    SDT: tl.constexpr,
+    q, k, v,                      # [B, T, H, K] x2, [B, T, H, DV]
+    decay,                        # [H] float32
+    ws_p, ws_e,                   # chunk_ahla_fwd_h_kernel's workspace
+    o,                            # [B, T, H, DV] activation dtype (SAVE_DEN: float32 [B, T, H, DV + 1])
+    T, H,                         # int32
+    eps,                          # float32
+    K: tl.constexpr, DV: tl.constexpr, NORM: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, F16: tl.constexpr, IEEE: tl.constexpr,
+    SAVE_DEN: tl.constexpr,
 ):
+    VX = DV + NORM
+    OW = DV + SAVE_DEN
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
-    lg = tl.log2(tl.load(gam + i_h))
-    qk_off = (i_b * T * H + i_h) * K
-    v_off = (i_b * T * H + i_h) * V
-    s_off = (i_bh * NT + i_t) * K * V
-    b_q = load_tile(q + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
-    b_k = load_tile(k + qk_off, i_t * BT, 0, T, K, H * K, BT, BD).to(DT)
-    b_v = load_tile(v + v_off, i_t * BT, i_v * BV, T, V, H * V, BT, BV).to(DT)
-    b_p = load_tile(hp + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
-    b_e = load_tile(he + s_off, 0, i_v * BV, K, V, V, BD, BV).to(DT)
+    DT = q.dtype.element_ty
+    lg = tl.log2(tl.load(decay + i_h))
+    row0 = i_b.to(tl.int64) * T * H + i_h
+    ws_off = (i_bh.to(tl.int64) * NT + i_t) * K * VX
+    b_q = load_tile(q + row0 * K, i_t * BT, 0, T, K, H * K, BT, BD)                    # [BT, BD]
+    b_k = load_tile(k + row0 * K, i_t * BT, 0, T, K, H * K, BT, BD)                    # [BT, BD]
+    b_v = load_tile(v + row0 * DV, i_t * BT, i_v * BV, T, DV, H * DV, BT, BV)          # [BT, BV]
+    b_p = load_tile(ws_p + ws_off, 0, i_v * BV, K, DV, VX, BD, BV)                     # [BD, BV]
+    b_e = load_tile(ws_e + ws_off, 0, i_v * BV, K, DV, VX, BD, BV)                     # [BD, BV]
     b_d1, b_a1, b_b, gc = _decays(lg, i_t, T, BT)
-    b_wg = (b_d1 * tl.dot(b_q, tl.trans(b_k), input_precision=PREC)).to(DT)
-    b_r = b_a1[:, None] * tl.dot(b_q, b_p, input_precision=PREC) + tl.dot(b_wg, b_v, input_precision=PREC)
-    b_o = b_a1[:, None] * tl.dot(b_q, b_e, input_precision=PREC) + tl.dot(b_wg, b_r.to(DT), input_precision=PREC)
-    store_tile(o + v_off, b_o, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
+    b_wg32 = b_d1 * dot(b_q, tl.trans(b_k), IEEE)                                      # [BT, BT] D1 ⊙ Q K^T
+    b_wg = b_wg32.to(DT)
+    b_r = b_a1[:, None] * dot_big_right(b_q, b_p, F16, IEEE) + dot(b_wg, b_v, IEEE)    # [BT, BV] (grows)
+    b_o = b_a1[:, None] * dot_big_right(b_q, b_e, F16, IEEE) + dot_big_right(b_wg, b_r, F16, IEEE)
+    o_base = o + row0 * OW
+    if NORM:
+        r_d = tl.arange(0, BD)
+        b_mk = tl.load(ws_p + ws_off + r_d * VX + DV, mask=r_d < K, other=0.0)         # [BD] mK
+        b_n = tl.load(ws_e + ws_off + r_d * VX + DV, mask=r_d < K, other=0.0)          # [BD] n
+        b_qf = b_q.to(tl.float32)
+        b_r1 = b_a1 * tl.sum(b_qf * b_mk[None, :], axis=1) + tl.sum(b_wg32, axis=1)    # [BT] R's ones column
+        b_den = b_a1 * tl.sum(b_qf * b_n[None, :], axis=1) + tl.sum(b_wg32 * b_r1[None, :], axis=1) + eps
+        b_o = tl.div_rn(b_o, tl.broadcast_to(b_den[:, None], (BT, BV)))
+        if SAVE_DEN:
+            if i_v == 0:
+                r_t = i_t * BT + tl.arange(0, BT)
+                tl.store(o_base + r_t * (H * OW) + DV, b_den, mask=r_t < T)
+    store_tile(o_base, b_o, i_t * BT, i_v * BV, T, DV, H * OW, BT, BV)
 
 
 @triton.jit
@@ -127,7 +152,7 @@ def chunk_ahla_bwd_dh_kernel(
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: operand.state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     b_dp = tl.zeros([BD, BV], dtype=tl.float32)
     b_de = tl.zeros([BD, BV], dtype=tl.float32)
@@ -168,7 +193,7 @@ def chunk_ahla_bwd_dqkv_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     B = tl.num_programs(1) // H
-    DT = SDT  # operand dtype of the products (float32 for float16 inputs: _state_operand_dtype)
+    DT = SDT  # operand dtype of the products (float32 for float16 inputs: operand.state_operand_dtype)
     lg = tl.log2(tl.load(gam + i_h))
     qk_off = (i_b * T * H + i_h) * K
     v_off = (i_b * T * H + i_h) * V
@@ -204,50 +229,24 @@ def chunk_ahla_bwd_dqkv_kernel(
     store_tile(dv + v_off, b_dv, i_t * BT, i_v * BV, T, V, H * V, BT, BV)
 
 
-def _blocks(q, v):
+def _bwd_blocks(q, v):
     K, V = q.shape[-1], v.shape[-1]
     BD = max(16, triton.next_power_of_2(K))
-    # float16 inputs compute with float32 operands (the state outgrows float16): as float32
+    # float16 inputs compute the backward with float32 operands (the state outgrows float16): as float32
     BV = min(max(16, triton.next_power_of_2(V)), 64 if q.dtype == torch.bfloat16 else 32)
     return BD, BV, triton.cdiv(V, BV)
 
 
-def chunk_ahla_fwd(q, k, v, gam, p0, e0, chunk_size: int, output_final_state: bool, out_dtype,
-                   keep_states: bool = False):
-    """o [B, T, H, V] (+ final (P, E) [B*H, K, V] float32; + per-chunk states if keep_states)."""
+def chunk_ahla_bwd(q, k, v, do, gam, hp, he, dpt, det, chunk_size: int):
+    """dq, dk [B,T,H,K], dv [B,T,H,V] (input dtype) and grads of the initial (P, E) [B*H, K, V].
+
+    v, do: [B, T, H, V] with V = dv + normalize (vx and the numerator's gradient); hp, he: the
+    states before every chunk [B*H, NT, K, V] (the forward's fwd_h workspace, recomputed)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, NT = chunk_size, triton.cdiv(T, chunk_size)
-    BD, BV, NV = _blocks(q, v)
-    f32 = dict(dtype=torch.float32, device=q.device)
-    hp = torch.empty(B * H, NT, K, V, **f32)
-    he = torch.empty(B * H, NT, K, V, **f32)
-    pt = torch.empty(B * H, K, V, **f32) if output_final_state else hp
-    et = torch.empty(B * H, K, V, **f32) if output_final_state else he
-    use_init = p0 is not None
-    prec, sdt = _state_precision(q.dtype), _state_operand_dtype(q.dtype)
-    chunk_ahla_fwd_h_kernel[(NV, B * H)](
-        q, k, v, gam, p0 if use_init else hp, e0 if use_init else he, hp, he, pt, et,
-        T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, USE_INITIAL_STATE=use_init,
-        STORE_FINAL_STATE=output_final_state, PREC=prec, SDT=sdt, num_warps=4, num_stages=2)
-    o = torch.empty(B, T, H, V, dtype=out_dtype, device=q.device)
-    chunk_ahla_fwd_o_kernel[(NV, NT, B * H)](
-        q, k, v, gam, hp, he, o, T, H=H, K=K, V=V, BT=BT, BD=BD, BV=BV, PREC=prec, SDT=sdt,
-        num_warps=4, num_stages=2)
-    final = (pt, et) if output_final_state else None
-    return o, final, ((hp, he) if keep_states else None)
-
-
-def chunk_ahla_bwd(q, k, v, do, gam, p0, e0, dpt, det, chunk_size: int):
-    """dq, dk [B,T,H,K], dv [B,T,H,V] (input dtype) and grads of the initial (P, E) [B*H, K, V]."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, NT = chunk_size, triton.cdiv(T, chunk_size)
-    BD, BV, NV = _blocks(q, v)
-    prec, sdt = _state_precision(q.dtype), _state_operand_dtype(q.dtype)
-    # the recomputed output is discarded: float32, so its normaliser column cannot overflow float16
-    _, _, (hp, he) = chunk_ahla_fwd(q, k, v, gam, p0, e0, chunk_size, False, torch.float32,
-                                    keep_states=True)
+    BD, BV, NV = _bwd_blocks(q, v)
+    prec, sdt = state_precision(q.dtype), state_operand_dtype(q.dtype)
     f32 = dict(dtype=torch.float32, device=q.device)
     dhp = torch.empty(B * H, NT, K, V, **f32)
     dhe = torch.empty(B * H, NT, K, V, **f32)

@@ -21,7 +21,7 @@ Kd = diag(b) K, Z = W^T Vd, dZ = Kd dM', E = dC' + g^c S^T dM', A the forward's 
 
 State and accumulation float32; dq, dk, dv are written in the input dtype. Products with the
 state, its gradient or a product of them keep float32 operands for float16 inputs (they outgrow
-float16's range on long sequences: chunk_fwd._state_operand_dtype).
+float16's range on long sequences: operand.state_operand_dtype; the forward rescales instead).
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .operand import input_precision as _prec
+from .operand import state_operand_dtype as _state_operand_dtype
+from .operand import state_precision as _state_precision
 from .tile import load_tile, store_tile
-
-from .chunk_fwd import _prec, _state_operand_dtype, _state_precision
 
 
 @triton.jit
@@ -144,7 +145,7 @@ def chunk_hla2_bwd_dqkv_kernel(
     s_off = (i_bh * NT + i_t) * K * K
     m_off = (i_bh * NT + i_t) * K * V
     # SDT: operand dtype of every product with the state, its gradient or a product of them
-    # (they grow with the sequence; float32 for float16 inputs, see chunk_fwd._state_operand_dtype)
+    # (they grow with the sequence; float32 for float16 inputs, see operand.state_operand_dtype)
     b_s = load_tile(hs + s_off, 0, 0, K, K, K, BD, BD).to(SDT)
     b_m = load_tile(hm + m_off, 0, i_v * BV, K, V, V, BD, BV).to(SDT)
     b_dsp = load_tile(dhs + s_off, 0, 0, K, K, K, BD, BD)

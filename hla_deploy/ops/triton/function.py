@@ -1,58 +1,84 @@
 """torch.autograd.Functions around the Triton kernels: ChunkHLA2Function (hla2: chunk_fwd.py,
 chunk_bwd.py) and ChunkAHLAFunction (ahla: chunk_ahla.py).
 
-normalize: the normaliser n (and m for ridge; mK, n for ahla) obeys the same recurrence as M (and C) for a value
-column of ones, so the kernels run on vx = [v, 1] (dvx = dv + 1 columns) and the division
-o = num[..., :dv] / (num[..., dv] + eps) and its gradient are elementwise steps here.
+Forward: exactly the launch plan (launch_plan.run_plan: the state read from and written to the
+contract layout, o normalised in the kernel), so training's forward and deployment's AOT kernels
+are the same code. Nothing but the inputs (and the initial state, zeros when None) is saved.
+
+Backward (host-side steps are allowed here): recompute the state before every chunk with the
+plan's fwd_h launch (float16 inputs: the float32 plan's, `_backward_plan`); with normalize, o in float32 and the denominator den from
+`launch_plan.training_output_launch` (fwd_o with SAVE_DEN = 1); then the gradient of the
+numerator [B, T, H, dv + 1] (the normaliser is the value column of ones, vx = [v, 1]):
+dnum = [dO / den, -(dO · o) / den], and the hand-written backward kernels.
 """
 from __future__ import annotations
 
 import torch
 
+from . import launch_plan
 from .chunk_bwd import chunk_hla2_bwd_dh, chunk_hla2_bwd_dqkv
-from .chunk_fwd import chunk_hla2_fwd_h, chunk_hla2_fwd_o
-from .utils import pack_state, unpack_state
+from .utils import pack_state, pack_state_ahla, unpack_state, unpack_state_ahla
 
 
-def default_chunk_size(T: int) -> int:
-    return 64 if T > 32 else (32 if T > 16 else 16)
+def _prefill(variant: str, q, k, v, gam, initial_state, normalize: bool, has_c: bool, eps: float,
+             ridge: float, chunk_size):
+    """Run the plan: (plan, q, k, v, state_in, o, state_out) with fresh o and state_out."""
+    B, T, H, d = q.shape
+    dv = v.shape[-1]
+    p = launch_plan.plan(variant, normalize, has_c, d, dv, q.dtype, chunk_size=chunk_size)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    if initial_state is None:
+        state_in = torch.zeros(B, H, p.state_size, dtype=torch.float32, device=q.device)
+    else:
+        state_in = initial_state.detach().contiguous()
+    state_out = torch.empty_like(state_in)
+    o = torch.empty(B, T, H, dv, dtype=q.dtype, device=q.device)
+    launch_plan.run_plan(p, q, k, v, gam, state_in, state_out, o, eps, ridge)
+    return p, q, k, v, state_in, o, state_out
 
 
-def _value_columns(v: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """vx: [v, 1] [B, T, H, dv + 1] with normalize (the normaliser's value column of ones), else v."""
-    B, T, H, _ = v.shape
-    return torch.cat([v, v.new_ones(B, T, H, 1)], dim=-1) if normalize else v
+def _backward_plan(p):
+    """The plan whose launches the backward re-runs: the forward's, except for float16 inputs,
+    whose backward keeps IEEE float32 (as its kernels do): the float32 plan on float32 copies of
+    q, k, v (the forward's float16 rescale gave dq 3.06e-3 against 3.00e-3 in
+    test_float16_state_beyond_float16_range[hla2-0.25], whose bound is 3e-3)."""
+    if p.config.dtype != "fp16":
+        return p
+    c = p.config
+    return launch_plan.plan(c.variant, c.normalize, c.has_c, c.d, c.dv, "fp32", chunk_size=p.chunk_size)
 
 
-def _output(ctx, num: torch.Tensor, dv: int, eps: float, normalize: bool, dtype: torch.dtype,
-            *saved: torch.Tensor) -> torch.Tensor:
-    """o [B, T, H, dv] in ``dtype`` from the kernels' numerator num [B, T, H, dvx]; saves ``saved``
-    (and, with normalize, o32 and den) for backward."""
-    if normalize:
-        den = num[..., dv:] + eps                                      # [B, T, H, 1]
-        o32 = num[..., :dv] / den
-        ctx.save_for_backward(*saved, o32, den)
-        return o32.to(dtype)
-    ctx.save_for_backward(*saved)
-    return num
-
-
-def _grad_numerator(ctx, do: torch.Tensor, normalize: bool, dv: int):
-    """(the tensors ``_output`` saved, dox): the gradient of the loss w.r.t. the numerator
-    [B, T, H, dvx] (float32 with normalize, do itself otherwise) from do [B, T, H, dv] (None: zeros)."""
-    saved = ctx.saved_tensors
-    if normalize:
-        *saved, o32, den = saved
-    q = saved[0]
+def _recompute(ctx, q, k, v, gam, state_in):
+    """(workspace holding the state before every chunk, sizes, bindings) for the backward."""
+    p = _backward_plan(ctx.plan)
     B, T, H, _ = q.shape
+    if p is not ctx.plan:
+        q, k, v = q.float(), k.float(), v.float()
+    sizes = launch_plan.sizes_of(p, B, T, H)
+    ws = launch_plan.allocate_workspace(p, B, T, H, q.device)
+    bind = dict(ws, q=q, k=k, v=v, decay=gam, state_in=state_in, state_out=torch.empty_like(state_in),
+                T=T, H=H, B=B, eps=ctx.eps, lam=ctx.lam)
+    launch_plan.run_launch(p.launches[0], bind, sizes)                  # fwd_h: states before chunks
+    return ws, sizes, bind
+
+
+def _grad_numerator(ctx, do, bind, sizes, q, v):
+    """(dnum [B, T, H, dv + normalize], vx = [v, 1] or v) from do [B, T, H, dv] (None: zeros)."""
+    B, T, H, _ = q.shape
+    dv = v.shape[-1]
     if do is None:
         do = torch.zeros(B, T, H, dv, dtype=q.dtype, device=q.device)
     do = do.contiguous()
-    if not normalize:
-        return saved, do
+    if not ctx.plan.config.normalize:
+        return do, v
+    o_train = torch.empty(B, T, H, dv + 1, dtype=torch.float32, device=q.device)
+    train = launch_plan.training_output_launch(_backward_plan(ctx.plan))
+    launch_plan.run_launch(train, dict(bind, o_train=o_train), sizes)
+    o32, den = o_train[..., :dv], o_train[..., dv:]                     # den includes eps
     do32 = do.float()
-    dox = torch.cat([do32 / den, -(do32 * o32).sum(-1, keepdim=True) / den], dim=-1)
-    return saved, dox.contiguous()                                     # float32 [B, T, H, dv+1]
+    dnum = torch.cat([do32 / den, -(do32 * o32).sum(-1, keepdim=True) / den], dim=-1)
+    vx = torch.cat([v, v.new_ones(B, T, H, 1)], dim=-1)
+    return dnum.contiguous(), vx                                        # float32 [B, T, H, dv + 1]
 
 
 class ChunkHLA2Function(torch.autograd.Function):
@@ -60,41 +86,35 @@ class ChunkHLA2Function(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, gam, initial_state, normalize: bool, eps: float, ridge: float,
-                output_final_state: bool, chunk_size: int):
-        B, T, H, d = q.shape
-        dv = v.shape[-1]
-        has_c = ridge != 0.0
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        vx = _value_columns(v, normalize)
-        s0, m0, c0 = unpack_state(initial_state, B, H, d, dv, normalize, ridge)
-        hs, hm, hc, (st, mt, ct) = chunk_hla2_fwd_h(q, k, vx, gam, s0, m0, c0, chunk_size,
-                                                   output_final_state, has_c)
-        num = chunk_hla2_fwd_o(q, k, vx, gam, hs, hm, hc, ridge, chunk_size,
-                               torch.float32 if normalize else q.dtype)
-        del hs, hm, hc  # recomputed in backward (state per chunk is larger than q, k, v)
-        o = _output(ctx, num, dv, eps, normalize, q.dtype, q, k, vx, gam, initial_state)
-        final = pack_state(st, mt, ct, B, H, d, dv, normalize) if output_final_state else None
-        ctx.cfg = (normalize, float(ridge), chunk_size, d, dv, has_c)
-        return o, final
+                output_final_state: bool, chunk_size):
+        p, q, k, v, state_in, o, state_out = _prefill("hla2", q, k, v, gam, initial_state, normalize,
+                                                      ridge != 0.0, eps, ridge, chunk_size)
+        ctx.save_for_backward(q, k, v, gam, state_in)
+        ctx.plan, ctx.eps, ctx.lam = p, float(eps), float(ridge)
+        return o, (state_out if output_final_state else None)
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        normalize, ridge, chunk_size, d, dv, has_c = ctx.cfg
-        (q, k, vx, gam, initial_state), dox = _grad_numerator(ctx, do, normalize, dv)
-        B, H = q.shape[0], q.shape[2]
-        s0, m0, c0 = unpack_state(initial_state, B, H, d, dv, normalize, ridge)
-        hs, hm, hc, _ = chunk_hla2_fwd_h(q, k, vx, gam, s0, m0, c0, chunk_size, False, has_c)
+        q, k, v, gam, state_in = ctx.saved_tensors
+        cfg, bt, ridge = ctx.plan.config, ctx.plan.chunk_size, ctx.lam
+        B, T, H, d = q.shape
+        dv, normalize, has_c = cfg.dv, cfg.normalize, cfg.has_c
+        ws, sizes, bind = _recompute(ctx, q, k, v, gam, state_in)
+        dox, vx = _grad_numerator(ctx, do, bind, sizes, q, v)
+        NT, vxd = sizes["NT"], dv + int(normalize)
+        hs = ws["ws_s"].view(B * H, NT, d, d)
+        hm = ws["ws_m"].view(B * H, NT, d, vxd)
+        hc = ws["ws_c"].view(B * H, NT, d, vxd) if has_c else None
         if dfinal is not None:
             dst, dmt, dct = unpack_state(dfinal.float().contiguous(), B, H, d, dv, normalize, ridge)
         else:
             dst = dmt = dct = None
         (dhs, dhm, dhc), (ds0, dm0, dc0) = chunk_hla2_bwd_dh(q, vx, dox, gam, dst, dmt, dct, ridge,
-                                                            chunk_size, has_c)
-        dq, dk, dvx = chunk_hla2_bwd_dqkv(q, k, vx, dox, gam, hs, hm, hc, dhs, dhm, dhc, ridge,
-                                          chunk_size)
+                                                            bt, has_c)
+        dq, dk, dvx = chunk_hla2_bwd_dqkv(q, k, vx, dox, gam, hs, hm, hc, dhs, dhm, dhc, ridge, bt)
         dv_ = dvx[..., :dv] if normalize else dvx
         dinit = None
-        if initial_state is not None and ctx.needs_input_grad[4]:
+        if ctx.needs_input_grad[4]:
             dinit = pack_state(ds0, dm0, dc0, B, H, d, dv, normalize)
         return dq, dk, dv_, None, dinit, None, None, None, None, None
 
@@ -104,34 +124,30 @@ class ChunkAHLAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, gam, initial_state, normalize: bool, eps: float,
-                output_final_state: bool, chunk_size: int):
-        from .chunk_ahla import chunk_ahla_fwd
-        from .utils import pack_state_ahla, unpack_state_ahla
-        B, T, H, d = q.shape
-        dv = v.shape[-1]
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        vx = _value_columns(v, normalize)
-        p0, e0 = unpack_state_ahla(initial_state, B, H, d, dv, normalize)
-        num, final, _ = chunk_ahla_fwd(q, k, vx, gam, p0, e0, chunk_size, output_final_state,
-                                       torch.float32 if normalize else q.dtype)
-        o = _output(ctx, num, dv, eps, normalize, q.dtype, q, k, vx, gam, initial_state)
-        ctx.cfg = (normalize, chunk_size, d, dv)
-        state = pack_state_ahla(*final, B, H, d, dv, normalize) if output_final_state else None
-        return o, state
+                output_final_state: bool, chunk_size):
+        p, q, k, v, state_in, o, state_out = _prefill("ahla", q, k, v, gam, initial_state, normalize,
+                                                      False, eps, 0.0, chunk_size)
+        ctx.save_for_backward(q, k, v, gam, state_in)
+        ctx.plan, ctx.eps, ctx.lam = p, float(eps), 0.0
+        return o, (state_out if output_final_state else None)
 
     @staticmethod
     def backward(ctx, do, dfinal):
         from .chunk_ahla import chunk_ahla_bwd
-        from .utils import pack_state_ahla, unpack_state_ahla
-        normalize, chunk_size, d, dv = ctx.cfg
-        (q, k, vx, gam, initial_state), dox = _grad_numerator(ctx, do, normalize, dv)
-        B, H = q.shape[0], q.shape[2]
-        p0, e0 = unpack_state_ahla(initial_state, B, H, d, dv, normalize)
+        q, k, v, gam, state_in = ctx.saved_tensors
+        cfg, bt = ctx.plan.config, ctx.plan.chunk_size
+        B, T, H, d = q.shape
+        dv, normalize = cfg.dv, cfg.normalize
+        ws, sizes, bind = _recompute(ctx, q, k, v, gam, state_in)
+        dox, vx = _grad_numerator(ctx, do, bind, sizes, q, v)
+        NT, vxd = sizes["NT"], dv + int(normalize)
+        hp = ws["ws_p"].view(B * H, NT, d, vxd)
+        he = ws["ws_e"].view(B * H, NT, d, vxd)
         dpt, det = (unpack_state_ahla(dfinal.float().contiguous(), B, H, d, dv, normalize)
                     if dfinal is not None else (None, None))
-        dq, dk, dvx, dp0, de0 = chunk_ahla_bwd(q, k, vx, dox, gam, p0, e0, dpt, det, chunk_size)
+        dq, dk, dvx, dp0, de0 = chunk_ahla_bwd(q, k, vx, dox, gam, hp, he, dpt, det, bt)
         dv_ = dvx[..., :dv] if normalize else dvx
         dinit = None
-        if initial_state is not None and ctx.needs_input_grad[4]:
+        if ctx.needs_input_grad[4]:
             dinit = pack_state_ahla(dp0, de0, B, H, d, dv, normalize)
         return dq, dk, dv_, None, dinit, None, None, None, None

@@ -1,6 +1,7 @@
 """Host-side helpers for the hla2 Triton kernels: input checks, decay vector, state packing.
 
-The kernels see the hla2 state as up to three float32 blocks per (batch row, head):
+The forward kernels read and write the contract layout directly (launch_plan.py). The backward
+kernels see the hla2 state (its gradient) as up to three float32 blocks per (batch row, head):
 
     S  [B*H, d, d]      S of the contract
     Mx [B*H, d, dvx]    M of the contract, with n appended as column dv when normalize

@@ -20,156 +20,22 @@
 
 #include "NvInferRuntime.h"
 #include "hla_check.h"
+#include "hla_trt_mocks.h"
 #include "hla_dtype.h"
 #include "hla_kernels.h"
 
 using namespace nvinfer1;
 
-// ---- mocks -------------------------------------------------------------------------------------
-class MockDimImpl : public apiv::VDimensionExpr {
- public:
-  MockDimImpl(bool constant, int64_t value) : mConstant(constant), mValue(value) {}
-  bool isConstant() const override { return mConstant; }
-  int64_t getConstantValue() const override { return mConstant ? mValue : INT64_MIN; }
-  bool isSizeTensor() const override { return false; }
-
- private:
-  bool mConstant;
-  int64_t mValue;
-};
-
-class MockDim : public IDimensionExpr {
- public:
-  MockDim(bool constant, int64_t value) : mImplObj(constant, value) { mImpl = &mImplObj; }
-  ~MockDim() override = default;
-
- private:
-  MockDimImpl mImplObj;
-};
-
-class MockExprBuilderImpl : public apiv::VExprBuilder {
- public:
-  IDimensionExpr const* constant(int64_t value) override {
-    mDims.emplace_back(new MockDim(true, value));
-    return mDims.back().get();
-  }
-  IDimensionExpr const* operation(DimensionOperation, IDimensionExpr const&, IDimensionExpr const&) override {
-    mDims.emplace_back(new MockDim(false, 0));
-    return mDims.back().get();
-  }
-  IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override {
-    return nullptr;
-  }
-  std::vector<std::unique_ptr<MockDim>> mDims;
-};
-
-class MockExprBuilder : public IExprBuilder {
- public:
-  MockExprBuilder() { mImpl = &mImplObj; }
-  ~MockExprBuilder() override = default;
-
- private:
-  MockExprBuilderImpl mImplObj;
-};
-
-class CaptureLogger : public ILogger {
- public:
-  void log(Severity severity, AsciiChar const* msg) noexcept override {
-    if (severity <= Severity::kWARNING) mMessages.emplace_back(msg);
-  }
-  bool saw(char const* part) const {
-    for (auto const& m : mMessages)
-      if (m.find(part) != std::string::npos) return true;
-    return false;
-  }
-  std::vector<std::string> mMessages;
-};
-
-class Finder : public ILoggerFinder {
- public:
-  explicit Finder(ILogger* logger) : mLogger(logger) {}
-  ~Finder() override = default;
-  ILogger* findLogger() override { return mLogger; }
-
- private:
-  ILogger* mLogger;
-};
-
-// ---- helpers -----------------------------------------------------------------------------------
-static Dims dims(std::vector<int64_t> const& v) {
-  Dims d{};
-  d.nbDims = static_cast<int32_t>(v.size());
-  for (size_t i = 0; i < v.size(); ++i) d.d[i] = v[i];
-  return d;
-}
-
-static PluginTensorDesc desc(std::vector<int64_t> const& v, DataType t, TensorFormat f = TensorFormat::kLINEAR) {
-  PluginTensorDesc p{};
-  p.dims = dims(v);
-  p.type = t;
-  p.format = f;
-  p.scale = 1.0f;
-  return p;
-}
-
-static DynamicPluginTensorDesc ddesc(std::vector<int64_t> const& build, std::vector<int64_t> const& mn,
-                                     std::vector<int64_t> const& mx, DataType t) {
-  DynamicPluginTensorDesc d{};
-  d.desc = desc(build, t);
-  d.min = dims(mn);
-  d.opt = dims(mx);
-  d.max = dims(mx);
-  return d;
-}
-
-struct Fields {
-  std::string variant;
-  std::vector<float> decay;
-  int32_t normalize;
-  float eps, ridge;
-  std::vector<PluginField> f;
-  PluginFieldCollection fc{};
-  Fields(char const* v, std::vector<float> d, int32_t n, float e, float r)
-      : variant(v), decay(std::move(d)), normalize(n), eps(e), ridge(r) {
-    // As onnx-tensorrt passes node attributes (STRING -> kCHAR incl. NUL, FLOATS, INT, FLOAT).
-    f.emplace_back("variant", variant.c_str(), PluginFieldType::kCHAR, (int32_t)variant.size() + 1);
-    f.emplace_back("decay", decay.data(), PluginFieldType::kFLOAT32, (int32_t)decay.size());
-    f.emplace_back("normalize", &normalize, PluginFieldType::kINT32, 1);
-    f.emplace_back("eps", &eps, PluginFieldType::kFLOAT32, 1);
-    f.emplace_back("ridge", &ridge, PluginFieldType::kFLOAT32, 1);
-    fc.nbFields = (int32_t)f.size();
-    fc.fields = f.data();
-  }
-};
-
-static bool sameFields(PluginFieldCollection const* a, PluginFieldCollection const* b) {
-  if (a == nullptr || b == nullptr || a->nbFields != b->nbFields) return false;
-  for (int32_t i = 0; i < a->nbFields; ++i) {
-    PluginField const& x = a->fields[i];
-    PluginField const& y = b->fields[i];
-    if (std::strcmp(x.name, y.name) != 0 || x.type != y.type || x.length != y.length) return false;
-    size_t elem = (x.type == PluginFieldType::kCHAR) ? 1 : 4;
-    if (std::memcmp(x.data, y.data, elem * static_cast<size_t>(x.length)) != 0) return false;
-  }
-  return true;
-}
-
-static PluginField const* findField(PluginFieldCollection const* fc, char const* name) {
-  for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
-    if (std::strcmp(fc->fields[i].name, name) == 0) return &fc->fields[i];
-  return nullptr;
-}
-
-using GetCreatorsFn = IPluginCreatorInterface* const* (*)(int32_t&);
-using SetLoggerFinderFn = void (*)(ILoggerFinder*);
-
 // ---- GPU check of enqueue against hla::forward_cpu ----------------------------------------------
 // q, k, v, o in `type` (float32, float16 or bfloat16), states float32. The reference is
-// hla::forward_cpu on the same (already rounded) inputs: both accumulate in float32 and round o to
-// `type` once, so o may differ by about one unit in the last place of `type`.
+// hla::forward_cpu on the same (already rounded) inputs. The token-serial kernel accumulates in
+// float32 and rounds o to `type` once, so o may differ by about one unit in the last place of
+// `type`; a prefill that runs the AOT Triton kernels (hla::cuda_prefill_aot: cubins for this
+// configuration in a kernel directory) rounds tensor-core operands to `type`, so it gets the Triton
+// forward's bounds (tests/test_triton_hla.py: float32 1e-3, float16 3e-3, bfloat16 2e-2 of max|x|).
 static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* build, hla::Variant variant,
-                                bool normalize, std::vector<float> const& decay, DataType type) {
-  int const B = 2, T = 5, H = 2, d = 8, dv = 8;
+                                bool normalize, std::vector<float> const& decay, DataType type, int B = 2,
+                                int T = 5, int H = 2, int d = 8, int dv = 8) {
   int64_t const N = hla::state_size(variant, d, dv, normalize, 0.0f);
   size_t const nq = (size_t)B * T * H * d, nv = (size_t)B * T * H * dv, ns = (size_t)B * H * N;
   hla::DType const kt = type == DataType::kHALF   ? hla::DType::kFloat16
@@ -218,6 +84,8 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
   p.decay = decay.data();
   p.num_decay = (int32_t)decay.size();
   hla::forward_cpu(p, kt, qb.data(), kb.data(), vb.data(), s.data(), o_refb.data(), s_ref.data(), 1);
+  cudaFree(nullptr);  // make the primary context current before asking which path runs
+  bool const aot = hla::cuda_prefill_aot(p, kt);
   std::vector<float> const o_ref = unpack(o_refb);
 
   DataType const F = DataType::kFLOAT;
@@ -271,13 +139,20 @@ static void test_enqueue_on_gpu(IPluginV3OneRuntime* rt, IPluginV3OneBuild* buil
     mag_s = std::fmax(mag_s, std::fabs(s_ref[i]));
   }
   char const* tname = type == DataType::kHALF ? "float16" : type == DataType::kBF16 ? "bfloat16" : "float32";
-  std::printf("enqueue vs forward_cpu (%s, normalize=%d, %s): max|do| = %.3g (max|o| %.3g), max|dstate| = %.3g "
-              "(max|state| %.3g)\n",
-              hla::variant_name(variant), normalize ? 1 : 0, tname, err_o, mag_o, err_s, mag_s);
-  // o: float32 1e-4; float16 / bfloat16 one unit in the last place (2^-10 / 2^-7 of |o|) plus float32 noise.
-  double const tol_o = type == DataType::kFLOAT ? 1e-4 : type == DataType::kHALF ? 2e-3 : 1.6e-2;
-  CHECK(mag_o > 0 && err_o <= tol_o * (1 + mag_o));
-  CHECK(mag_s > 0 && err_s <= 1e-4 * (1 + mag_s));
+  std::printf("enqueue vs forward_cpu (%s, normalize=%d, %s%s): path=%s max|do| = %.3g (max|o| %.3g), "
+              "max|dstate| = %.3g (max|state| %.3g)\n",
+              hla::variant_name(variant), normalize ? 1 : 0, tname, T > 5 ? (", T=" + std::to_string(T) + " d=" + std::to_string(d)).c_str() : "",
+              aot ? "aot" : "serial", err_o, mag_o, err_s, mag_s);
+  if (aot) {
+    double const tol = type == DataType::kFLOAT ? 1e-3 : type == DataType::kHALF ? 3e-3 : 2e-2;
+    CHECK(mag_o > 0 && err_o <= tol * mag_o);
+    CHECK(mag_s > 0 && err_s <= tol * mag_s);
+  } else {
+    // o: float32 1e-4; float16 / bfloat16 one unit in the last place (2^-10 / 2^-7 of |o|) plus float32 noise.
+    double const tol_o = type == DataType::kFLOAT ? 1e-4 : type == DataType::kHALF ? 2e-3 : 1.6e-2;
+    CHECK(mag_o > 0 && err_o <= tol_o * (1 + mag_o));
+    CHECK(mag_s > 0 && err_s <= 1e-4 * (1 + mag_s));
+  }
   cudaFree(dq); cudaFree(dk); cudaFree(dvv); cudaFree(ds); cudaFree(dout_o); cudaFree(dout_s);
   if (dws) cudaFree(dws);
   cudaStreamDestroy(stream);
@@ -515,7 +390,9 @@ int main(int argc, char** argv) {
     CHECK(logger.saw("'state_out' is bfloat16, expected float32"));
   }
 
-  // Workspace: hla::cuda_workspace_size for the profile's largest shapes.
+  // Workspace: hla::cuda_workspace_size for the profile's largest shapes (the AOT prefill's
+  // workspace when this device has kernels for the configuration, else 0; its carve-up is checked
+  // against a mocked driver in hla_trt_plugin_aot_test).
   {
     hla::Params p;
     p.variant = hla::Variant::kAHLA;
@@ -526,15 +403,6 @@ int main(int argc, char** argv) {
     p.num_decay = 4;
     CHECK(build->getWorkspaceSize(din, 4, dout, 2) == hla::cuda_workspace_size(p, hla::DType::kFloat16));
     CHECK(build->getWorkspaceSize(dinBf, 4, doutBf, 2) == hla::cuda_workspace_size(p, hla::DType::kBFloat16));
-    // The chunked prefill keeps the state before every chunk and the final state:
-    // 4 * B * H * (ceil(T / 64) + 1) * N bytes for the profile's largest B = 4, T = 64 (one chunk).
-    const size_t one_chunk = size_t(4) * 4 * size_t(H) * 2 * size_t(N);
-    CHECK(build->getWorkspaceSize(din, 4, dout, 2) == one_chunk);
-    CHECK(build->getWorkspaceSize(dinBf, 4, doutBf, 2) == one_chunk);
-    // Largest T = 1000: 16 chunks (the last one partial).
-    DynamicPluginTensorDesc longT[4] = {din[0], din[1], din[2], din[3]};
-    for (int i = 0; i < 3; ++i) longT[i].max.d[1] = 1000;
-    CHECK(build->getWorkspaceSize(longT, 4, dout, 2) == size_t(4) * 4 * size_t(H) * 17 * size_t(N));
     // A decode-only profile (largest T = 1) runs the token-serial kernel: no workspace.
     DynamicPluginTensorDesc decodeOnly[4] = {din[0], din[1], din[2], din[3]};
     for (int i = 0; i < 3; ++i) decodeOnly[i].max.d[1] = 1;
@@ -645,6 +513,27 @@ int main(int argc, char** argv) {
                        {"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}, DataType::kHALF},
                        {"hla2", hla::Variant::kHLA2, 0, {0.9f, 0.97f}, DataType::kBF16},
                        {"ahla", hla::Variant::kAHLA, 1, {0.95f}, DataType::kBF16}};
+    // Prefills the AOT kernels serve when the kernel directory has d = dv = 64 cubins
+    // (tests/gpu/test_aot_prefill.py runs this binary with HLA_DEPLOY_KERNEL_DIR set).
+    struct AotCase {
+      char const* variant;
+      hla::Variant v;
+      int32_t normalize;
+      std::vector<float> decay;
+      DataType type;
+    } const aot_cases[] = {{"hla2", hla::Variant::kHLA2, 1, {0.9f, 0.97f}, DataType::kBF16},
+                           {"hla2", hla::Variant::kHLA2, 0, {0.95f}, DataType::kHALF},
+                           {"ahla", hla::Variant::kAHLA, 1, {0.95f}, DataType::kBF16}};
+    for (auto const& c : aot_cases) {
+      Fields f(c.variant, c.decay, c.normalize, 1e-6f, 0.f);
+      IPluginV3* gp = creator->createPlugin("gpu_aot", &f.fc, TensorRTPhase::kRUNTIME);
+      CHECK(gp != nullptr);
+      if (!gp) continue;
+      test_enqueue_on_gpu(static_cast<IPluginV3OneRuntime*>(gp->getCapabilityInterface(PluginCapabilityType::kRUNTIME)),
+                          static_cast<IPluginV3OneBuild*>(gp->getCapabilityInterface(PluginCapabilityType::kBUILD)),
+                          c.v, c.normalize != 0, c.decay, c.type, 2, 130, 2, 64, 64);
+      delete gp;
+    }
     for (auto const& c : cases) {
       Fields f(c.variant, c.decay, c.normalize, 1e-6f, 0.f);
       IPluginV3* gp = creator->createPlugin("gpu", &f.fc, TensorRTPhase::kRUNTIME);
