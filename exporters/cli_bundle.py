@@ -1,8 +1,10 @@
 """`hla-deploy bundle CKPT -o DIR --target {jetson-orin,x86-cuda,cpu} [--dtype fp16|fp32]`.
 
 Writes a self-contained device bundle DIR and DIR.tar.gz (hla_deploy.exporters.bundle): the exported
-graphs, native sources, build.sh / engine.sh / check.sh, golden outputs and manifest.json. Errors
-(bad checkpoint, option or output) print `bundle: error: ...`, exit 1, and leave no partial bundle.
+graphs, native sources, build.sh / engine.sh / check.sh, golden outputs and manifest.json; needs
+the [export] extra. Errors print `bundle: error: ...` and leave no partial bundle. Exit status
+(hla_deploy.exit_codes): 2 a bad checkpoint, option or output; 1 a failure while writing (export,
+headers, disk); 3 without the [export] extra.
 """
 from __future__ import annotations
 
@@ -28,13 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hla_deploy.extras import require_extra
+    require_extra("export", "hla-deploy bundle")  # MissingDependencyError: exit 3 (hla_deploy.cli)
     from hla_deploy.models import CheckpointError
     from .bundle import BundleError, write_bundle
+    from .errors import ExportError
     try:
         out = write_bundle(args.checkpoint, args.output, target=args.target, dtype=args.dtype,
                            decode_steps=args.decode_steps, max_seq=args.max_seq, max_batch=args.max_batch,
                            force=args.force, tarball=not args.no_tar)
-    except (BundleError, CheckpointError, OSError, ValueError) as e:
+    except (BundleError, CheckpointError) as e:  # the checkpoint, an option or the output
+        print(f"bundle: error: {e}", file=sys.stderr)
+        return 2
+    except (ExportError, OSError, RuntimeError) as e:  # while writing (export, headers, disk)
         print(f"bundle: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote bundle {out}/" + ("" if args.no_tar else f" and {out}.tar.gz")
