@@ -75,8 +75,8 @@ def check_output_path(path: PathLike, what: str = "output file", directory: bool
     """
     path = Path(path)
     if directory and path.exists() and not path.is_dir():
-        kind = "is a file" if path.is_file() else "exists and is not a directory"
-        raise ValueError(f"{what} {str(path)!r} {kind}; expected a directory")
+        kind = "is a file" if path.is_file() else "exists"
+        raise ValueError(f"{what} {str(path)!r} {kind}, not a directory")
     if not directory and path.is_dir():
         raise ValueError(f"{what} {str(path)!r} is a directory; expected a file path")
     parent = path.parent if not (directory and path.is_dir()) else path
