@@ -236,7 +236,8 @@ def test_no_partial_bundle_on_failure(tiny_ckpt, tmp_path, monkeypatch):
 
 def test_bundle_cli_errors(tiny_ckpt, tmp_path):
     from hla_deploy.cli import main
-    assert main(["bundle", str(tmp_path / "nope"), "-o", str(tmp_path / "b"), "--target", "cpu"]) == 1
+    # bad input: exit 2 (hla_deploy/exit_codes.py)
+    assert main(["bundle", str(tmp_path / "nope"), "-o", str(tmp_path / "b"), "--target", "cpu"]) == 2
     (tmp_path / "exists").mkdir()
-    assert main(["bundle", str(tiny_ckpt), "-o", str(tmp_path / "exists"), "--target", "cpu"]) == 1
+    assert main(["bundle", str(tiny_ckpt), "-o", str(tmp_path / "exists"), "--target", "cpu"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]

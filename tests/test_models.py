@@ -215,7 +215,7 @@ def test_save_load_round_trip(tmp_path, name):
     model = make_model(name, torch.float32)
     ids = torch.randint(0, 256, (2, 9))
     model.save(tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     loaded = HLALanguageModel.load(tmp_path / "ck")
     assert loaded.config == model.config
     loaded.attn_backend = model.attn_backend
@@ -236,10 +236,15 @@ def ck(tmp_path):
 
 
 def _rewrite_tensors(path, fn):
+    """Weights rewritten by another tool that records their digest (else the digest check, not the
+    check under test, would refuse them: tests/test_checkpoint_digest.py)."""
     from safetensors.torch import load_file, save_file
+
+    from hla_deploy.checkpoint_manifest import write_manifest
     t = load_file(str(path / "model.safetensors"))
     fn(t)
     save_file(t, str(path / "model.safetensors"))
+    write_manifest(path, ["model.safetensors"])
 
 
 def test_checkpoint_missing_dir(tmp_path):
@@ -278,6 +283,10 @@ def test_checkpoint_truncated_safetensors(ck, keep):
     p = ck / "model.safetensors"
     data = p.read_bytes()
     p.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.* are damaged or were replaced"):
+        HLALanguageModel.load(ck)  # the digest sees it first
+    from hla_deploy.checkpoint_manifest import write_manifest
+    write_manifest(ck, ["model.safetensors"])  # a digest of the truncated file: safetensors itself refuses it
     with pytest.raises(CheckpointError, match=r"model\.safetensors.* are corrupt"):
         HLALanguageModel.load(ck)
 
@@ -337,7 +346,7 @@ def test_checkpoint_error_is_value_error():
 
 def test_save_leaves_no_temp_files(ck):
     make_model("hla2", torch.float32, seed=5).save(ck)   # overwrite in place
-    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
 
 
 # ---------------------------------------------------------------------------------- tokenizer

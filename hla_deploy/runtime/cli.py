@@ -70,8 +70,8 @@ def check_arguments(args) -> list:
         raise UsageError("--prompt must not be empty")
     path = Path(args.model)
     if not path.exists():
-        raise UsageError(f"model {str(path)!r} not found (expected an exported .onnx file, a TensorRT "
-                         f".plan or a checkpoint directory)")
+        raise UsageError(f"model {str(path)!r} not found ({_why_missing(path)}; expected an exported .onnx "
+                         f"file, a TensorRT .plan or a checkpoint directory)")
     if path.is_file() and path.suffix != ".onnx" and path.suffix not in TRT_SUFFIXES:
         raise UsageError(f"cannot tell the model kind of {str(path)!r}: expected a .onnx file, a .plan "
                          f"file or a checkpoint directory")
@@ -84,11 +84,17 @@ def check_arguments(args) -> list:
     return prompt_ids
 
 
+def _why_missing(path: Path) -> str:
+    """Why ``path`` is not there: a component that is a file, a missing directory, or no such file."""
+    from hla_deploy._atomic import missing_parent
+    return missing_parent(path) or "no such file"
+
+
 def _check_library(flag: str, path: Path) -> None:
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a directory; expected a shared library (.so)")
     if not path.is_file():
-        raise UsageError(f"{flag} {str(path.absolute())!r} not found")
+        raise UsageError(f"{flag} {str(path.absolute())!r} not found ({_why_missing(path)})")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"\x7fELF":
@@ -118,13 +124,7 @@ def open_model(args):
         from hla_deploy.ort_install import require_onnxruntime
         from hla_deploy.runtime.onnx_file import read_export
         from hla_deploy.runtime.ort_session import OrtHLASession
-        ort = require_onnxruntime()  # MissingDependencyError: exit 3
-        if args.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            from hla_deploy.extras import MissingDependencyError
-            raise MissingDependencyError(
-                f"--device cuda needs onnxruntime-gpu (this onnxruntime {ort.__version__} offers "
-                f"{', '.join(ort.get_available_providers())}): `pip uninstall -y onnxruntime && pip install "
-                f"'hla-deploy[gpu]'`, or use --device cpu")
+        require_onnxruntime()  # MissingDependencyError: exit 3 (and without the CUDA EP for --device cuda)
         try:
             read_export(path)  # not an hla-deploy export, unreadable: the file the user named
         except (OSError, ValueError) as e:
