@@ -196,6 +196,7 @@ def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_pa
 
 # ---- export -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_write_failure_names_the_output(tiny_ckpt, tmp_path, capsys, monkeypatch):
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -31,6 +31,7 @@ def _meta(path):
 
 @pytest.mark.parametrize("op", ["custom", "standard"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.slow
 def test_export_writes_model_with_metadata(tiny_ckpt, tmp_path, capsys, op, dtype):
     out = tmp_path / "m.onnx"
     assert cli_export.main([str(tiny_ckpt), "-o", str(out), "--op", op, "--dtype", dtype]) == 0

@@ -63,6 +63,7 @@ def streamed_logits(model, ids, split):
 # ---------------------------------------------------------------------------------- model forward
 @pytest.mark.parametrize("backend", STREAM_BACKENDS)
 @pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.slow
 def test_prefill_then_steps_equals_full_sequence_float64(name, backend):
     model = make_model(name, torch.float64, backend="naive")
     ids = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
@@ -112,6 +113,7 @@ HALF_REL_BOUND = {torch.float16: 0.03, torch.bfloat16: 0.25}
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["hla2", "ahla", "hla3"])
+@pytest.mark.slow
 def test_half_precision_model_keeps_float32_state(name, dtype):
     import copy
     mh = make_model(name, dtype, backend="chunk")
@@ -477,6 +479,7 @@ def test_shipped_checkpoint_predicts_python():
     assert nll < 0.4 * unigram and nll < 1.2, (nll, unigram)
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_greedy_sample_is_python_like():
     path = _shipped()
     model = HLALanguageModel.load(path, attn_backend="chunk")
@@ -497,6 +500,7 @@ def _train_module():
     return mod
 
 
+@pytest.mark.slow
 def test_train_example_checkpoints_and_resumes_exactly(tmp_path):
     """6 tiny steps with checkpoints every 3; resuming from step 3 reproduces step 6 bit for bit."""
     import shutil

@@ -105,6 +105,7 @@ def _compare(B, T, H, d, dv, dtype, dec, normalize, ridge, seed=0, chunk_size=No
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
+@pytest.mark.slow
 def test_float32_forward_and_gradients(cfg):
     """T=40 with chunk 16: three chunks, the last one partial; initial state and final state."""
     dec, norm, ridge = cfg
@@ -130,6 +131,7 @@ def test_float32_value_blocks():
     (torch.float16, (0.99, 1.0), True, 0.25),   # 2 blocks of 64
     (torch.float32, 1.0, False, 0.0),
 ], ids=["f32-norm-ridge", "f16-norm-ridge", "f32-plain"])
+@pytest.mark.slow
 def test_model_head_dims(dtype, dec, norm, ridge):
     """d = dv = 64 (the benchmark's head dims), T = 130: chunks of 64 with a partial third chunk."""
     T = 130 if DEV == "cpu" else 1030
@@ -259,6 +261,7 @@ AHLA_CONFIGS = [(dec, norm) for dec in (1.0, 0.9, (0.95, 0.7)) for norm in (Fals
 
 @pytest.mark.parametrize("dec,norm", AHLA_CONFIGS, ids=[f"decay{d}-norm{int(n)}".replace(" ", "")
                                                          for d, n in AHLA_CONFIGS])
+@pytest.mark.slow
 def test_ahla_float32_forward_and_gradients(dec, norm):
     """Variant ahla (chunk_ahla.py): T=40 with chunk 16, initial and final state."""
     err = _compare(2, 40, 2, 16, 16, torch.float32, dec, norm, 0.0, seed=21, chunk_size=16, variant="ahla")
@@ -266,6 +269,7 @@ def test_ahla_float32_forward_and_gradients(dec, norm):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+@pytest.mark.slow
 def test_ahla_model_head_dims(dtype):
     """ahla at d = dv = 64 with normalize (65 value columns: several value blocks), T = 130."""
     T = 130 if DEV == "cpu" else 1030
