@@ -165,7 +165,7 @@ def _import_or_skip(name: str):
 def _cuda_available() -> Tuple[bool, str]:
     try:
         import torch
-    except ImportError as exc:  # pragma: no cover - torch is a dependency
+    except ImportError as exc:  # torch is the [export] extra: parity between exported graphs runs without it
         return False, f"torch not importable ({exc})"
     if not torch.cuda.is_available():
         return False, "no CUDA device (torch.cuda.is_available() is False)"
