@@ -36,6 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hla_deploy._atomic import missing_parent
+
 from . import bundle_scripts
 
 TARGETS = ("jetson-orin", "x86-cuda", "cpu")
@@ -137,8 +139,9 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
     if out_dir.exists() and not force:
         raise BundleError(f"output {out_dir} exists; choose another -o or pass --force to replace it")
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if not parent.is_dir():
-        raise BundleError(f"output directory {parent} does not exist")
+    problem = missing_parent(out_dir)
+    if problem:
+        raise BundleError(f"output {out_dir}: {problem}")
     gpu = target != "cpu"
     if gpu and kernels:  # before any work: the host compiles the cubins (TritonMissingError, exit 3)
         from hla_deploy.plugins.triton_aot import triton_package_dir

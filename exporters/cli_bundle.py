@@ -2,9 +2,11 @@
 
 Writes a self-contained device bundle DIR and DIR.tar.gz (hla_deploy.exporters.bundle): the exported
 graphs, native sources, build.sh / engine.sh / check.sh, golden outputs, the AOT prefill cubins of the
-graph's configurations (GPU targets) and manifest.json. Errors (bad checkpoint, option or output, a
-kernel that does not compile) print `bundle: error: ...`, exit 1, and leave no partial bundle; Triton
-missing on a GPU target exits 3 (pass --no-kernels to ship none).
+graph's configurations (GPU targets) and manifest.json; needs the [export] extra. Errors print
+`bundle: error: ...` and leave no partial bundle. Exit status (hla_deploy.exit_codes): 2 a bad
+checkpoint, option or output; 1 a failure while writing (export, headers, a kernel that does not
+compile, disk); 3 without the [export] extra, or without Triton on a GPU target (pass --no-kernels
+to ship no cubins).
 """
 from __future__ import annotations
 
@@ -38,9 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hla_deploy.extras import require_extra
+    require_extra("export", "hla-deploy bundle")  # MissingDependencyError: exit 3 (hla_deploy.cli)
     from hla_deploy.models import CheckpointError
     from hla_deploy.plugins.triton_aot import AOTCompileError, TritonMissingError
     from .bundle import BundleError, write_bundle
+    from .errors import ExportError
     try:
         out = write_bundle(args.checkpoint, args.output, target=args.target, dtype=args.dtype,
                            decode_steps=args.decode_steps, max_seq=args.max_seq, max_batch=args.max_batch,
@@ -49,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     except TritonMissingError as e:
         print(f"bundle: error: {e}", file=sys.stderr)
         return 3
-    except (BundleError, CheckpointError, AOTCompileError, OSError, ValueError) as e:
+    except (BundleError, CheckpointError) as e:  # the checkpoint, an option or the output
+        print(f"bundle: error: {e}", file=sys.stderr)
+        return 2
+    except (ExportError, AOTCompileError, OSError, RuntimeError, ValueError) as e:  # while writing
         print(f"bundle: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote bundle {out}/" + ("" if args.no_tar else f" and {out}.tar.gz")

@@ -1,12 +1,14 @@
 """`hla-deploy export CHECKPOINT -o OUT.onnx [--op custom|standard] [--dtype fp32|fp16] [--kernels [ARCHS]]`.
 
-Exports a checkpoint directory (config.json + model.safetensors) to ONNX. A missing or corrupt
-checkpoint, an unsupported option or an unwritable output is reported as `error: ...` on stderr
-with exit status 1 (2 for argparse usage errors), and no output file is left behind (the file is
-written to a temp file beside OUT and renamed at the end). ``--kernels`` then builds the AOT prefill
-cubins of exactly the exported graph's HLARecurrentStep configurations (off by default: an export is
-also the CPU path and must stay fast; `hla-deploy bundle` builds them for its GPU target); Triton
-missing then exits 3, a failed compile 1 (the .onnx is kept: it is complete).
+Exports a checkpoint directory (config.json + model.safetensors) to ONNX; needs the [export]
+extra. Exit status (hla_deploy.exit_codes): 2 for a missing, corrupt or damaged checkpoint, an
+unsupported option or an output that cannot be created (all checked before the export); 1 when
+the export or the write fails while running; 3 without the [export] extra (or, with --kernels,
+without Triton). Every error is one `error: ...` line on stderr, and no output file is left behind
+(the file is written to a temp file beside OUT and renamed at the end). ``--kernels`` then builds
+the AOT prefill cubins of exactly the exported graph's HLARecurrentStep configurations (off by
+default: an export is also the CPU path and must stay fast; `hla-deploy bundle` builds them for its
+GPU target); a failed compile exits 1 (the .onnx is kept: it is complete).
 """
 from __future__ import annotations
 
@@ -42,6 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if dtype not in DTYPES:
         print(f"error: unsupported --dtype {dtype!r}; expected one of {', '.join(DTYPES)}", file=sys.stderr)
         return 2
+    from hla_deploy.extras import require_extra
+    require_extra("export", "hla-deploy export")  # MissingDependencyError: exit 3 (hla_deploy.cli)
+    from hla_deploy._atomic import check_output_path, missing_parent
+    problem = missing_parent(args.output)
+    try:
+        if problem:
+            raise ValueError(f"output file {args.output!r}: {problem}")
+        check_output_path(args.output, "output file")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from hla_deploy.plugins.cli_kernels import UsageError
     try:
         kernels = _check_kernel_options(args)
@@ -59,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from .export import ExportError, export_onnx
     try:
         path = export_onnx(args.checkpoint, None, args.output, op=op, dtype=dtype)
-    except (CheckpointError, ExportError, OSError) as e:
+    except CheckpointError as e:  # missing, corrupt or damaged (digest) checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ExportError, OSError) as e:  # the export or the write failed while running
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:   # e.g. a config the exporter or the op contract rejects

@@ -32,14 +32,14 @@ import re
 from pathlib import Path
 from typing import Union
 
-from hla_deploy._atomic import atomic_path
+from hla_deploy._atomic import atomic_path, missing_parent
 
 OPS = ("custom", "standard")
 DTYPES = ("fp32", "fp16")
 ONNX_OPSET = 18
 
 
-from .errors import ExportError  # noqa: E402  (re-exported: hla_deploy.exporters.export.ExportError)
+from .errors import ExportError, OutputWriteError  # noqa: E402  (re-exported: hla_deploy.exporters.export.ExportError)
 
 
 def _check_options(op, dtype):
@@ -183,14 +183,14 @@ def export_onnx(model, example_inputs, out_path: Union[str, os.PathLike], *, op:
     out_path = Path(out_path)
     if out_path.is_dir():
         raise ExportError(f"output path {str(out_path)!r} is a directory; expected a .onnx file path")
-    parent = out_path.parent if str(out_path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ExportError(f"output directory {str(parent)!r} does not exist")
+    problem = missing_parent(out_path)
+    if problem:
+        raise ExportError(f"output file {str(out_path)!r}: {problem}")
     proto = build_onnx_model(model, example_inputs, op=op, dtype=dtype, dynamic_shapes=dynamic_shapes,
                              input_names=input_names, output_names=output_names)
     try:
         with atomic_path(out_path) as tmp:  # never a half-written .onnx
             onnx.save_model(proto, str(tmp))
     except OSError as e:
-        raise ExportError(f"cannot write output file {str(out_path)!r}: {e.strerror or e}") from e
+        raise OutputWriteError(f"cannot write output file {str(out_path)!r}: {e.strerror or e}") from e
     return out_path

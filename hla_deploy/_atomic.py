@@ -6,6 +6,7 @@
     atomic_write_bytes(out, data)            # bytes or any buffer (memoryview, IHostMemory)
     atomic_write_text(out, text)
     check_output_path(out)                   # before a long job: ValueError if out cannot be made
+    missing_parent(out)                      # None, or why out's directory is not there ("'f' is a file")
 
 On success the temp file gets the mode a plain ``open(path, "w")`` would give (0666 & ~umask;
 mkstemp creates 0600) and replaces ``path`` in one rename, so a reader sees the old file or the
@@ -18,11 +19,11 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_path"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_path", "missing_parent"]
 
 
 def _default_mode() -> int:
@@ -74,14 +75,30 @@ def check_output_path(path: PathLike, what: str = "output file", directory: bool
     """
     path = Path(path)
     if directory and path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} exists and is not a directory")
+        kind = "is a file" if path.is_file() else "exists"
+        raise ValueError(f"{what} {str(path)!r} {kind}, not a directory")
     if not directory and path.is_dir():
         raise ValueError(f"{what} {str(path)!r} is a directory; expected a file path")
     parent = path.parent if not (directory and path.is_dir()) else path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{what} {str(path)!r}: {str(parent)!r} is not a directory")
+        kind = "is a file, not a directory" if parent.is_file() else "is not a directory"
+        raise ValueError(f"{what} {str(path)!r}: {str(parent)!r} {kind}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {str(path)!r}: directory {str(parent)!r} is not writable")
     return path
+
+
+def missing_parent(path: PathLike) -> Optional[str]:
+    """None when ``path``'s directory exists; else why not, naming the first path component that is
+    a file ("'f' is a file, not a directory") or the directory that does not exist."""
+    parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    if parent.is_dir():
+        return None
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a directory"
+    return f"directory {str(parent)!r} does not exist"

@@ -4,8 +4,8 @@
     onnxruntime_label(path=None) -> str                   "onnxruntime-gpu 1.30.0", or "none"
     conflict_message(dists) -> Optional[str]              how to fix two distributions installed at once
     check_onnxruntime(path=None) -> Optional[str]         warns (OnnxRuntimeConflictWarning) on a conflict
-    require_onnxruntime() -> module                       ``import onnxruntime``, or ImportError saying
-                                                          which extra to install
+    require_onnxruntime() -> module                       ``import onnxruntime``, or MissingDependencyError
+                                                          (an ImportError; exit 3) saying which extra to install
 
 hla-deploy's base dependencies name no ONNX Runtime: the extra ``[cpu]`` installs ``onnxruntime``,
 ``[gpu]`` installs ``onnxruntime-gpu``. Both distributions provide the same ``onnxruntime`` module
@@ -68,9 +68,11 @@ def check_onnxruntime(path: Optional[Sequence[str]] = None) -> Optional[str]:
 
 
 def require_onnxruntime():
-    """``import onnxruntime``; an ImportError naming the extra to install when it is missing."""
+    """``import onnxruntime``; a MissingDependencyError (an ImportError) naming the extra to install
+    when it is missing."""
+    from .extras import MissingDependencyError
     try:
         import onnxruntime
     except ImportError as e:
-        raise ImportError(f"onnxruntime is not importable ({e}): {INSTALL_HINT}") from e
+        raise MissingDependencyError(f"onnxruntime is not importable ({e}): {INSTALL_HINT}") from e
     return onnxruntime

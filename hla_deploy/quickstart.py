@@ -9,8 +9,10 @@
 5. generate text from a prompt with ONNX Runtime (OrtHLASession.generate) and check it against
    the torch model's greedy generation.
 
-Exit status: 0 all good; 1 parity failed (or the ORT text differs from the torch text);
-2 a step could not run (missing checkpoint, export or build failure).
+Needs the [export] extra (torch, onnxscript). Exit status (hla_deploy.exit_codes): 0 all good;
+1 a step failed while running (export, build, parity out of tolerance, the ORT text differs from
+the torch text, a write); 2 a bad option, checkpoint or output directory (before any work);
+3 the [export] extra or a build tool is missing; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="teacher-forced decode steps in the parity check (default 16)")
 
 
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"hla-deploy quickstart: error: {msg}", file=sys.stderr)
+    return code
+
+
 def _step(n: int, msg: str) -> None:
     print(f"[{n}/5] {msg}", flush=True)
 
@@ -43,37 +50,40 @@ def run(args) -> int:
     t_start = time.perf_counter()
     from pathlib import Path
 
+    from hla_deploy import tokenizer  # torch-free
+    from hla_deploy._atomic import check_output_path
+    from hla_deploy.extras import require_extra
+    from hla_deploy.runtime.cli import MAX_NEW_TOKENS
+
+    require_extra("export", "hla-deploy quickstart")  # MissingDependencyError: exit 3 (hla_deploy.cli)
     out = Path(args.out).resolve()
     # every option is checked before any work, so a bad one costs nothing and leaves nothing
-    if args.max_new_tokens < 1:
-        print("hla-deploy quickstart: error: --max-new-tokens must be >= 1", file=sys.stderr)
-        return 2
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
+        return _fail(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS}, got {args.max_new_tokens}", 2)
     if args.decode_steps < 0:
-        print("hla-deploy quickstart: error: --decode-steps must be >= 0", file=sys.stderr)
-        return 2
-    from hla_deploy.models import tokenizer
+        return _fail("--decode-steps must be >= 0", 2)
     try:
         prompt_ids = tokenizer.encode(args.prompt)
     except ValueError as exc:
-        print(f"hla-deploy quickstart: error: --prompt: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"--prompt: {exc}", 2)
     if not prompt_ids:
-        print("hla-deploy quickstart: error: --prompt must not be empty", file=sys.stderr)
-        return 2
+        return _fail("--prompt must not be empty", 2)
+    try:
+        check_output_path(out, "--out directory", directory=True)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
 
     # 1. checkpoint ---------------------------------------------------------------------------
+    from hla_deploy.models import CheckpointError, HLALanguageModel, default_checkpoint, generate
     try:
-        from hla_deploy.models import HLALanguageModel, default_checkpoint, generate
         ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
         model = HLALanguageModel.load(ckpt, map_location="cpu")
-    except Exception as exc:
-        print(f"hla-deploy quickstart: error: cannot load the checkpoint: {exc}", file=sys.stderr)
-        return 2
+    except (CheckpointError, OSError) as exc:
+        return _fail(f"cannot load the checkpoint: {exc}", 2)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"hla-deploy quickstart: error: cannot create output directory {out}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot create output directory {out}: {exc}", 2)
     model.eval()
     c = model.config
     _step(1, f"loaded checkpoint {ckpt}: {model.num_parameters() / 1e6:.2f}M parameters, "
@@ -88,12 +98,12 @@ def run(args) -> int:
         standard = Path(export_onnx(ckpt, None, out / "model_standard.onnx", op="standard", dtype="fp32"))
         t_export = time.perf_counter() - t0
     except Exception as exc:
-        print(f"hla-deploy quickstart: error: ONNX export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"ONNX export failed: {type(exc).__name__}: {exc}")
     _step(2, f"exported ONNX in {t_export:.1f}s: custom op {custom} ({_size(custom)}), "
              f"standard ops {standard} ({_size(standard)})")
 
     # 3. ORT custom-op library ------------------------------------------------------------------
+    from hla_deploy.extras import MissingDependencyError
     try:
         from hla_deploy.plugins import ort_library_path
         from hla_deploy.plugins.build import ort_library_fresh
@@ -101,10 +111,10 @@ def run(args) -> int:
         reused = ort_library_fresh()
         library = Path(ort_library_path(build=True))
         t_lib = time.perf_counter() - t0
+    except MissingDependencyError:
+        raise  # cmake / onnxruntime missing: exit 3 with what to install (hla_deploy.cli)
     except Exception as exc:
-        print(f"hla-deploy quickstart: error: the ONNX Runtime custom-op library is not available: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"the ONNX Runtime custom-op library is not available: {type(exc).__name__}: {exc}")
     _step(3, f"ONNX Runtime custom-op library {library} "
              f"({'reused from the build cache' if reused else 'built'}, {t_lib:.1f}s)")
 
@@ -119,9 +129,7 @@ def run(args) -> int:
         t_parity = time.perf_counter() - t0
         paths = write_report_dir(report, out / "parity")
     except Exception as exc:
-        print(f"hla-deploy quickstart: error: parity check could not run: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return 2
+        return _fail(f"parity check could not run: {type(exc).__name__}: {exc}")
     _step(4, f"parity on the CPU backends ({t_parity:.1f}s):")
     print(format_table(report))
     parity_rc = exit_code(report)
@@ -135,8 +143,7 @@ def run(args) -> int:
         t_gen = time.perf_counter() - t0
         torch_ids = list(generate(model, prompt_ids, args.max_new_tokens, temperature=0.0))
     except Exception as exc:
-        print(f"hla-deploy quickstart: error: generation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"generation failed: {type(exc).__name__}: {exc}")
     new_ids, torch_new = ort_ids, torch_ids  # both return only the new tokens
     same = new_ids == torch_new
     gen_path = out / "generated.txt"

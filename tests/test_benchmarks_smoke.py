@@ -56,6 +56,7 @@ def test_benchmarks_are_discovered():
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+@pytest.mark.slow
 def test_benchmark_smoke(script):
     out = _run(script)
     assert out.get("benchmark") == script.stem, f"'benchmark' is {out.get('benchmark')!r}, expected {script.stem!r}"

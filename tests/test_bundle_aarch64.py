@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # qemu: minutes (the quick tier skips it)
+
 pytest.importorskip("onnxruntime")
 if shutil.which("cmake") is None:
     pytest.skip("cmake not found: the bundle's build.sh needs it", allow_module_level=True)

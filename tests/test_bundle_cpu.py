@@ -86,6 +86,7 @@ def built(bundle_tar, device_venv, tmp_path_factory):
     return b, env
 
 
+@pytest.mark.slow
 def test_cpu_bundle_layout(bundle_tar):
     b = _unpack(bundle_tar, bundle_tar.parent / "layout")
     man = json.loads((b / "manifest.json").read_text())
@@ -101,6 +102,7 @@ def test_cpu_bundle_layout(bundle_tar):
     assert man["kernels"] is None and not (b / "hla_kernels").exists()  # no AOT cubins on the cpu target
 
 
+@pytest.mark.slow
 def test_golden_outputs_are_the_torch_models(tiny_ckpt, bundle_tar):
     """golden/ holds what the torch model gives (independent: the recurrent form, one token at a time)."""
     import torch
@@ -117,6 +119,7 @@ def test_golden_outputs_are_the_torch_models(tiny_ckpt, bundle_tar):
     assert list(fed) == [int(t) for t in np.argmax(ref[ids.size - 1:-1], axis=-1)]  # greedy tokens
 
 
+@pytest.mark.slow
 def test_build_then_check_pass_on_a_device_copy(built):
     b, env = built
     proc = _sh(b, "check.sh", env)
@@ -160,6 +163,7 @@ def _check_fails(b: Path, env: dict, *needles: str):
     return out
 
 
+@pytest.mark.slow
 def test_flipped_model_byte_fails_naming_the_model(built, tmp_path):
     c = _copy(built, tmp_path)
     data = bytearray((c / "model" / "model.onnx").read_bytes())
@@ -168,18 +172,21 @@ def test_flipped_model_byte_fails_naming_the_model(built, tmp_path):
     _check_fails(c, built[1], "manifest: CHANGED model/model.onnx")
 
 
+@pytest.mark.slow
 def test_missing_file_is_named(built, tmp_path):
     c = _copy(built, tmp_path)
     (c / "golden" / "case1.state.f32").unlink()
     _check_fails(c, built[1], "manifest: MISSING golden/case1.state.f32")
 
 
+@pytest.mark.slow
 def test_missing_library_is_named(built, tmp_path):
     c = _copy(built, tmp_path)
     (c / "build" / "lib" / "libhla_ort_op.so").unlink()
     _check_fails(c, built[1], "missing library build/lib/libhla_ort_op.so")
 
 
+@pytest.mark.slow
 def test_build_from_another_bundle_is_named(built, tmp_path):
     c = _copy(built, tmp_path)
     info = (c / "build" / "BUILD_INFO").read_text().splitlines()
@@ -188,6 +195,7 @@ def test_build_from_another_bundle_is_named(built, tmp_path):
     _check_fails(c, built[1], "build/BUILD_INFO: build/ was built from another bundle")
 
 
+@pytest.mark.slow
 def test_engine_from_another_bundle_is_named(built, tmp_path):
     c = _copy(built, tmp_path)
     (c / "build" / "model.plan").write_bytes(b"not an engine")
@@ -195,6 +203,7 @@ def test_engine_from_another_bundle_is_named(built, tmp_path):
     _check_fails(c, built[1], "build/model.plan was built from another bundle")
 
 
+@pytest.mark.slow
 def test_golden_of_another_model_is_named(built, tmp_path, tiny_ckpt):
     """golden/ replaced by another model's (manifest updated to match): the checkers name golden/index.txt."""
     from hla_deploy.exporters.bundle_golden import record_golden
@@ -214,6 +223,7 @@ def test_golden_of_another_model_is_named(built, tmp_path, tiny_ckpt):
     assert out.count("golden files of another model") >= 2  # the Python and the C++ checker
 
 
+@pytest.mark.slow
 def test_golden_logits_out_of_tolerance_fail(built, tmp_path):
     c = _copy(built, tmp_path)
     p = c / "golden" / "case0.logits.f32"
@@ -237,7 +247,26 @@ def test_no_partial_bundle_on_failure(tiny_ckpt, tmp_path, monkeypatch):
 
 def test_bundle_cli_errors(tiny_ckpt, tmp_path):
     from hla_deploy.cli import main
-    assert main(["bundle", str(tmp_path / "nope"), "-o", str(tmp_path / "b"), "--target", "cpu"]) == 1
+    # bad input: exit 2 (hla_deploy/exit_codes.py)
+    assert main(["bundle", str(tmp_path / "nope"), "-o", str(tmp_path / "b"), "--target", "cpu"]) == 2
     (tmp_path / "exists").mkdir()
-    assert main(["bundle", str(tiny_ckpt), "-o", str(tmp_path / "exists"), "--target", "cpu"]) == 1
+    assert main(["bundle", str(tiny_ckpt), "-o", str(tmp_path / "exists"), "--target", "cpu"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
+
+
+def test_bundle_check_passes_with_a_library_built_elsewhere(tiny_ckpt, ort_library, tmp_path):
+    """The quick tier's bundle test: a cpu bundle written (no tarball), the ORT op this checkout built
+    put where build.sh would put it (same sources), and the bundle's hla_check.py (numpy + onnxruntime
+    only) passes ort-cpu and onnx-standard against the golden outputs. build.sh itself, check.sh and
+    the failures it names are the slow tests above."""
+    from hla_deploy.exporters.bundle import write_bundle
+    b = write_bundle(tiny_ckpt, tmp_path / "b", target="cpu", decode_steps=4, tarball=False)
+    (b / "build" / "lib").mkdir(parents=True)
+    shutil.copy(ort_library, b / "build" / "lib" / "libhla_ort_op.so")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+    proc = subprocess.run([sys.executable, str(b / "hla_check.py"), "--backends", "ort-cpu,onnx-standard", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["backend"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert rows["ort-cpu"]["result"] == rows["onnx-standard"]["result"] == "PASS"
+    assert rows["ort-cpu"]["rel_rms_err"] < 1e-5

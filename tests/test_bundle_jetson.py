@@ -82,6 +82,7 @@ def _headers(which: str) -> Path:
         pytest.skip(f"TensorRT headers unavailable: {e}")
 
 
+@pytest.mark.slow
 def test_orin_bundle_manifest(orin_bundle):
     man = json.loads((orin_bundle / "manifest.json").read_text())
     assert man["target"] == "jetson-orin" and man["dtype"] == "fp16"  # fp16 default on GPU targets
@@ -110,6 +111,7 @@ def test_orin_bundle_ships_sm87_cubins_from_ptxas_12_6(orin_bundle):
 
 @pytest.mark.parametrize("headers", ["10.3", "trt_build"])
 @pytest.mark.parametrize("source", ["hlaRecurrentStepPlugin.cpp", "hlaPluginLibrary.cpp", "hla_trt_runner.cpp"])
+@pytest.mark.slow
 def test_bundle_plugin_compiles_against_trt_and_cuda_12_6_headers(orin_bundle, cuda126, tmp_path, headers, source):
     inc = _headers(headers)
     src = orin_bundle / "src" / "plugins"
@@ -122,6 +124,7 @@ def test_bundle_plugin_compiles_against_trt_and_cuda_12_6_headers(orin_bundle, c
     assert str(inc / "NvInferRuntime.h") in dep.read_text() or source == "hlaPluginLibrary.cpp"
 
 
+@pytest.mark.slow
 def test_bundle_kernels_compile_with_nvrtc_12_6_for_sm87(orin_bundle, cuda126, tmp_path, monkeypatch):
     monkeypatch.setattr(cuda12, "COMMON", orin_bundle / "src" / "plugins" / "common")
     cuda12.check_device_code(cuda126, "sm_87", tmp_path)
@@ -144,6 +147,7 @@ def orin_built(orin_bundle, tmp_path_factory):
     return b, env, inc
 
 
+@pytest.mark.slow
 def test_bundle_build_sh_builds_the_plugin_for_sm87(orin_built):
     b, _, inc = orin_built
     lib = b / "build" / "lib" / "libhla_trt_plugin.so"
@@ -199,6 +203,7 @@ echo "[I] TensorRT version: 10.3.0"
 """
 
 
+@pytest.mark.slow
 def test_engine_sh_with_a_stand_in_trtexec(orin_built, tmp_path):
     b, env, _ = orin_built
     fake = tmp_path / "trtexec"

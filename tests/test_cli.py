@@ -20,9 +20,24 @@ def test_readme_has_exactly_two_setup_commands():
     main, tests = _block(text, "main-command"), _block(text, "test-command")
     assert len(main.splitlines()) == 1 and len(tests.splitlines()) == 1
     assert "pip install torch==2.13.0" in main and main.endswith("hla-deploy quickstart")
-    assert "pip install -e '.[cpu]'" in main  # the CPU runtime: onnxruntime is an extra ([cpu] or [gpu])
+    # the CPU runtime (onnxruntime is an extra, [cpu] or [gpu]) and the torch side ([export]); torch
+    # first, so that the CPU build of torch is the one installed
+    assert "pip install -e '.[cpu,export]'" in main
+    assert main.index("pip install torch==2.13.0") < main.index("pip install -e")
     assert "pip install -e '.[cpu,test]'" in tests and "pytest" in tests
     assert text.count("<!-- main-command -->") == 1 and text.count("<!-- test-command -->") == 1
+
+
+def test_test_extra_installs_what_the_tests_need():
+    """`.ci/run` installs [cpu,test] on a clean clone: [test] must carry the [export] packages."""
+    import tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert set(extras["export"]) <= set(extras["test"])
+    assert not [d for d in base if d.split(">")[0].split("=")[0].strip() in ("torch", "onnxscript", "safetensors")]
+    from hla_deploy.extras import EXTRAS
+    for module in EXTRAS["export"][0]:  # every module the [export] check looks for is in the extra
+        assert any(d.startswith(module) for d in extras["export"]), module
 
 
 def test_ci_runs_the_readme_test_command():

@@ -99,7 +99,7 @@ def test_parity_report_write_failure_is_one_line(tiny_ckpt, tmp_path, capsys, mo
     monkeypatch.setattr(report, "write_json", no_space)
     rc, out, err = cli(capsys, "parity", tiny_ckpt, "--backends", "torch", "--decode-steps", "1",
                        "--quiet", "--json", tmp_path / "r.json")
-    assert rc == 2 and "PASS" in out  # the run itself passed; the report could not be written
+    assert rc == 1 and "PASS" in out  # the run passed; writing the report failed while running
     one_error_line(err, "cannot write the report", "No space left")
     assert list(tmp_path.iterdir()) == []
 
@@ -138,12 +138,12 @@ def test_generate_checkpoint_on_cuda_without_cuda(tiny_ckpt, capsys):
     one_error_line(err, "--device cuda", "--device cpu")
 
 
-@pytest.mark.parametrize("flags, needle", [(["--temperature", "nan"], "temperature"),
-                                           (["--temperature", "-1"], "temperature"),
-                                           (["--top-k", "0"], "top_k")])
+@pytest.mark.parametrize("flags, needle", [(["--temperature", "nan"], "--temperature"),
+                                           (["--temperature", "-1"], "--temperature"),
+                                           (["--top-k", "0"], "--top-k")])
 def test_generate_checkpoint_bad_sampling(tiny_ckpt, capsys, flags, needle):
     rc, out, err = cli(capsys, "generate", tiny_ckpt, "--max-new-tokens", "2", *flags)
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""  # a bad option: usage (hla_deploy/exit_codes.py)
     one_error_line(err, needle)
 
 
@@ -162,14 +162,14 @@ def test_generate_needs_at_least_one_new_token(tiny_ckpt, capsys, n):
     # before: 0 printed the prompt and exited 0 (quickstart and the C++ runner reject it)
     rc, out, err = cli(capsys, "generate", tiny_ckpt, "--max-new-tokens", n)
     assert rc == 2 and out == ""
-    one_error_line(err, "--max-new-tokens must be >= 1", n)
+    one_error_line(err, "--max-new-tokens must be between 1 and 1000000", n)
 
 
 @pytest.mark.parametrize("command", [["export", "-o", "m.onnx"], ["parity", "--backends", "torch"]])
 def test_checkpoint_that_is_a_file(a_file, tmp_path, capsys, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     rc, _, err = cli(capsys, command[0], a_file, *command[1:])
-    assert rc in (1, 2)
+    assert rc == 2
     one_error_line(err, str(a_file), "is a file; expected a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
 
@@ -190,12 +190,13 @@ def test_generate_library_given_by_bare_file_name(tiny_ckpt, ort_library, tmp_pa
     assert got["generated_ids"] == ref
     (tmp_path / "junk.so").write_bytes(b"not a shared library")
     rc, _, err = cli(capsys, "generate", model, "--library", "junk.so", "--max-new-tokens", "1")
-    assert rc == 1
+    assert rc == 2  # a file the user named
     one_error_line(err, str(tmp_path / "junk.so"))
 
 
 # ---- export -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_write_failure_names_the_output(tiny_ckpt, tmp_path, capsys, monkeypatch):
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -215,7 +216,7 @@ def test_export_config_from_another_checkpoint(tiny_ckpt, tmp_path, capsys):
     cfg["decay"] = [0.5, 0.5]
     (bad / "config.json").write_text(json.dumps(cfg))
     rc, _, err = cli(capsys, "export", bad, "-o", tmp_path / "m.onnx")
-    assert rc == 1
+    assert rc == 2  # a bad checkpoint
     one_error_line(err, "decay", "[0.5, 0.5]", "[0.9, 1.0]", "config.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
@@ -241,5 +242,5 @@ def test_build_plugins_build_dir_under_a_file(a_file, capsys, monkeypatch):
     # run() sets HLA_DEPLOY_BUILD_DIR in os.environ: set it here first, so monkeypatch restores it
     monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(a_file / "build"))
     rc, _, err = cli(capsys, "build-plugins", "--build-dir", a_file / "build", "--no-runner", "--quiet")
-    assert rc == 1
-    one_error_line(err, "build directory", str(a_file))
+    assert rc == 2  # a bad argument
+    one_error_line(err, "--build-dir", str(a_file), "is a file, not a directory")

@@ -111,6 +111,7 @@ def check_device_code(nv: Path, arch: str, tmp: Path) -> None:
     assert not missing, f"kernels missing from the {arch} cubin: {missing}"
 
 
+@pytest.mark.slow
 def test_kernels_compile_with_nvrtc_12_6_for_sm87(cuda126, tmp_path):
     check_device_code(cuda126, "sm_87", tmp_path)
 
@@ -170,6 +171,7 @@ def test_ort_op_with_cuda_compiles_against_cuda_12_6_headers(cuda126, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: the host half of hla_cuda.cu needs nvcc")
+@pytest.mark.slow
 def test_cuda_host_code_uses_only_cuda_12_6_runtime_api(cuda126, tmp_path):
     # nvcc 13's own front end (the 12.6 crt/ headers do not match it), the 12.6 runtime headers
     # first; PTX only (no ptxas run): this checks the runtime API calls, not the device code.

@@ -113,6 +113,7 @@ def exported(request):
 
 
 # ---------------------------------------------------------------- numbers
+@pytest.mark.slow
 def test_one_export_traced_at_one_length_runs_at_every_length_and_batch(exported, ort_library):
     """ORT (custom op) vs torch at T in {1, 7, 64, 65, 300}, B in {1, 3}, from the ONE export."""
     assert len(_hla_nodes(exported.custom)) == 2
@@ -128,6 +129,7 @@ def test_one_export_traced_at_one_length_runs_at_every_length_and_batch(exported
                 assert rel_err(torch.from_numpy(o), r) < 1e-4, (B, T)
 
 
+@pytest.mark.slow
 def test_prefill_then_decode_with_returned_states_equals_one_pass(exported, ort_library):
     sess = _session(exported.custom, ort_library)
     args = exported.inputs(3, 50, seed=11)
@@ -144,6 +146,7 @@ def test_prefill_then_decode_with_returned_states_equals_one_pass(exported, ort_
         assert rel_err(torch.from_numpy(s), r) < 1e-4
 
 
+@pytest.mark.slow
 def test_standard_op_graph_matches_torch(exported):
     std = lower_custom_nodes(exported.custom)
     assert not _hla_nodes(std) and [o.domain for o in std.opset_import] == [""]
@@ -170,6 +173,7 @@ def test_fp16_export_of_the_forecaster(forecaster, ort_library):
             assert rel_rms(torch.from_numpy(o.astype(np.float32)), r) < 3e-2
 
 
+@pytest.mark.slow
 def test_fp16_export_of_the_language_model_keeps_float32_interface(lm, lm_custom_export, ort_library):
     p = lm_custom_export("any-model-lm", lm.model, "fp16")
     assert [i.type.tensor_type.elem_type for i in p.graph.input] == [7, 1]     # int64 ids, float32 state
@@ -208,6 +212,7 @@ class _AllVariants(nn.Module):
         return y, out
 
 
+@pytest.mark.slow
 def test_every_variant_and_option_through_the_layer():
     torch.manual_seed(1)
     model = _AllVariants().eval()
@@ -247,6 +252,7 @@ def test_translation_table_for_users_calling_torch_onnx_export_themselves():
 
 
 # ---------------------------------------------------------------- torch.compile and gradients
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager_forward_and_gradients(forecaster):
     torch._dynamo.reset()
     model = example.Forecaster()
@@ -358,6 +364,7 @@ class _UnknownOp(nn.Module):
     (_UnknownOp, "x_state", r"(?s)torch.onnx.export of _UnknownOp failed \(ConversionError\).*No ONNX function "
                             r"found for .*hla_deploy_test.user_op"),
 ])
+@pytest.mark.slow
 def test_bad_models_are_refused_naming_module_and_input_and_write_nothing(cls, args, match, tmp_path):
     model = cls()
     x = torch.randn(2, 16, 8)
@@ -389,6 +396,7 @@ def test_wrong_graph_at_a_second_shape_is_refused_naming_the_input(tmp_path, mon
 
 
 # ---------------------------------------------------------------- the example script's pieces
+@pytest.mark.slow
 def test_example_training_lowers_the_loss():
     torch.manual_seed(0)
     history = example.train(example.Forecaster(), steps=40, batch=8, seq=32, log_every=20)

@@ -31,6 +31,7 @@ def _meta(path):
 
 @pytest.mark.parametrize("op", ["custom", "standard"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.slow
 def test_export_writes_model_with_metadata(tiny_ckpt, tmp_path, capsys, op, dtype):
     out = tmp_path / "m.onnx"
     assert cli_export.main([str(tiny_ckpt), "-o", str(out), "--op", op, "--dtype", dtype]) == 0
@@ -51,12 +52,13 @@ def test_export_writes_model_with_metadata(tiny_ckpt, tmp_path, capsys, op, dtyp
         assert logits.shape == (1, 3, 256) and state.shape == (2, 1, 2, 32)
 
 
-def _assert_fails_cleanly(capsys, argv, out_dir: Path, code: int, *needles):
+def _assert_fails_cleanly(capsys, argv, out_dir: Path, code: int, *needles, argparse_error: bool = False):
+    """code: 2 bad input (a checkpoint, an option, an output path; hla_deploy/exit_codes.py)."""
     before = sorted(p.name for p in out_dir.iterdir())
-    if code == 2:   # argparse usage error
+    if argparse_error:   # argparse's own usage error: SystemExit(2) from the standalone parser
         with pytest.raises(SystemExit) as exc:
             cli_export.main(argv)
-        assert exc.value.code == 2
+        assert exc.value.code == code
     else:
         assert cli_export.main(argv) == code
     err = capsys.readouterr().err
@@ -69,7 +71,7 @@ def test_missing_checkpoint_dir(tmp_path, capsys):
     missing = tmp_path / "no_such_ckpt"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    _assert_fails_cleanly(capsys, [str(missing), "-o", str(out_dir / "m.onnx")], out_dir, 1,
+    _assert_fails_cleanly(capsys, [str(missing), "-o", str(out_dir / "m.onnx")], out_dir, 2,
                           "error:", str(missing))
 
 
@@ -79,7 +81,7 @@ def test_truncated_safetensors(tiny_ckpt, tmp_path, capsys):
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 1,
+    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 2,
                           "error:", "model.safetensors")
 
 
@@ -88,7 +90,7 @@ def test_bad_config_json(tiny_ckpt, tmp_path, capsys):
     (bad / "config.json").write_text('{"d_model": 16, "n_layers": ')
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 1,
+    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 2,
                           "error:", "config.json")
 
 
@@ -99,13 +101,13 @@ def test_config_weights_mismatch(tiny_ckpt, tmp_path, capsys):
     (bad / "config.json").write_text(json.dumps(cfg))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 1, "error:")
+    _assert_fails_cleanly(capsys, [str(bad), "-o", str(out_dir / "m.onnx")], out_dir, 2, "error:")
 
 
 @pytest.mark.parametrize("flag, value", [("--op", "tensorrt"), ("--dtype", "bf16")])
 def test_unsupported_option(tiny_ckpt, tmp_path, capsys, flag, value):
     _assert_fails_cleanly(capsys, [str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), flag, value], tmp_path, 2,
-                          flag, value)
+                          flag, value, argparse_error=True)
 
 
 @pytest.mark.parametrize("field, value", [("op", "tensorrt"), ("dtype", "int8")])
@@ -121,12 +123,12 @@ def test_run_rejects_unsupported_option_without_argparse(tiny_ckpt, tmp_path, ca
 def test_failed_export_keeps_existing_output_untouched(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous model")
-    _assert_fails_cleanly(capsys, [str(tmp_path / "missing"), "-o", str(out)], tmp_path, 1, "error:")
+    _assert_fails_cleanly(capsys, [str(tmp_path / "missing"), "-o", str(out)], tmp_path, 2, "error:")
     assert out.read_bytes() == b"previous model"
 
 
 def test_missing_output_directory(tiny_ckpt, tmp_path, capsys):
-    _assert_fails_cleanly(capsys, [str(tiny_ckpt), "-o", str(tmp_path / "nodir" / "m.onnx")], tmp_path, 1,
+    _assert_fails_cleanly(capsys, [str(tiny_ckpt), "-o", str(tmp_path / "nodir" / "m.onnx")], tmp_path, 2,
                           "error:", "nodir")
 
 
@@ -135,7 +137,7 @@ def test_subprocess_exit_codes(tiny_ckpt, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hla_deploy.exporters.cli_export", str(tmp_path / "missing"), "-o",
                           str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=str(tmp_path),
                          timeout=120)
-    assert bad.returncode == 1 and "error:" in bad.stderr and "missing" in bad.stderr
+    assert bad.returncode == 2 and "error:" in bad.stderr and "missing" in bad.stderr  # a bad checkpoint
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -148,5 +150,5 @@ def test_hla_deploy_cli_dispatches_export(tiny_ckpt, tmp_path):
     out = tmp_path / "m.onnx"
     assert cli.main(["export", str(tiny_ckpt), "-o", str(out), "--op", "standard"]) == 0
     assert _meta(out)["hla_deploy.op"] == "standard"
-    assert cli.main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 1
+    assert cli.main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()

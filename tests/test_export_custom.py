@@ -64,6 +64,7 @@ def _ancestors(proto, name):
 
 
 @pytest.mark.parametrize("name, dtype", [(n, "fp32") for n in CONFIGS] + [("ahla-decay", "fp16")])
+@pytest.mark.slow
 def test_one_custom_node_per_layer_with_contract_attributes(name, dtype, lm_custom_export):
     model = _model(**CONFIGS[name])
     c = model.config
@@ -171,6 +172,7 @@ def test_checker_rejects_wrong_attribute_type():
         onnx.checker.check_model(_single_node_model(normalize="yes"), full_check=True)
 
 
+@pytest.mark.slow
 def test_metadata_and_file_written(tmp_path):
     model = _model(**CONFIGS["ahla-decay"])
     out = export_onnx(model, None, tmp_path / "m.onnx", op="custom", dtype="fp16")

@@ -158,6 +158,7 @@ def _standard(key, model, dtype, lm_custom_export):
     return lower_custom_nodes(lm_custom_export("standard:" + key, model, dtype))
 
 
+@pytest.mark.slow
 def test_build_onnx_model_op_standard_is_the_lowered_custom_export(lm_custom_export):
     name = "hla2-perhead-decay-normalize-ridge"
     model = _model(**MODEL_CONFIGS[name])
@@ -169,6 +170,7 @@ def test_build_onnx_model_op_standard_is_the_lowered_custom_export(lm_custom_exp
 
 
 @pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+@pytest.mark.slow
 def test_standard_export_matches_torch_prefill_and_20_decode_steps(name, lm_custom_export):
     model = _model(**MODEL_CONFIGS[name])
     proto = _standard(name, model, "fp32", lm_custom_export)
@@ -186,6 +188,7 @@ def test_standard_export_matches_torch_prefill_and_20_decode_steps(name, lm_cust
 
 
 @pytest.mark.parametrize("name", ["hla2-untied", "ahla-decay-normalize", "hla3", "hla2-perhead-decay-normalize-ridge"])
+@pytest.mark.slow
 def test_standard_export_is_exact_for_a_2048_token_prefill(name, lm_custom_export):
     """T = 2048 in one call: float32 graph vs the float64 torch model; and 1000 + 1048 == 2048
     (the MODEL_CONFIGS models and their session-cached exports; undecayed heads included)."""
@@ -208,6 +211,7 @@ def test_standard_export_is_exact_for_a_2048_token_prefill(name, lm_custom_expor
 
 
 @pytest.mark.parametrize("name", ["hla2-perhead-decay-normalize-ridge", "hla3"])   # ahla fp16: test_export_custom
+@pytest.mark.slow
 def test_fp16_standard_export_runs_and_is_close_to_torch(name, lm_custom_export):
     """fp16 weights/activations, float32 state and logits; bound measured (module docstring)."""
     model = _model(**MODEL_CONFIGS[name])

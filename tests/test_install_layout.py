@@ -74,6 +74,47 @@ def test_build_dir_key_follows_sources_onnxruntime_and_cuda(installed, monkeypat
     assert build.build_dir() == edited_ort
 
 
+def _copy_sources(dest: Path) -> Path:
+    """plugins/ copied as an installed package holds it: dest/_native/plugins (returns dest/_native)."""
+    shutil.copytree(ROOT / "plugins", dest / "_native" / "plugins",
+                    ignore=shutil.ignore_patterns("build*", "*.py", "__pycache__"))
+    return dest / "_native"
+
+
+def test_build_key_is_the_content_not_the_path(tmp_path, monkeypatch):
+    """Two copies of the sources (two clones, two venvs) share one build directory; an edit in one
+    copy gives it another. tests/test_build_cache_reuse.py builds in one copy and reuses from the other."""
+    a, b = _copy_sources(tmp_path / "clone_a"), _copy_sources(tmp_path / "venv_b" / "site")
+    monkeypatch.setattr(locations, "checkout_root", lambda: None)
+    monkeypatch.setenv("HLA_DEPLOY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HLA_DEPLOY_BUILD_DIR", raising=False)
+    monkeypatch.setenv("HLA_DEPLOY_WITH_CUDA", "OFF")
+    dirs = {}
+    for name, root in (("a", a), ("b", b)):
+        monkeypatch.setattr(locations, "INSTALLED_NATIVE_ROOT", root)
+        dirs[name] = (build.build_dir(), trt_build.trt_build_dir(), build.build_info()["sources"])
+    assert dirs["a"][:2] == dirs["b"][:2]
+    assert dirs["a"][2] != dirs["b"][2]  # BUILD_INFO.txt still says where a build came from
+    src = b / "plugins" / "common" / "hla_cpu.cpp"
+    src.write_text(src.read_text() + "\n// edited in copy b only\n")
+    assert build.build_dir() != dirs["a"][0] and trt_build.trt_build_dir() != dirs["a"][1]
+
+
+def test_cmake_cache_from_another_copy_is_dropped(tmp_path):
+    from hla_deploy.plugins.cmake import cached_source_dir, forget_other_source_tree
+    bdir, src_a, src_b = tmp_path / "build", tmp_path / "a", tmp_path / "b"
+    for d in (bdir / "CMakeFiles", bdir / "lib", src_a, src_b):
+        d.mkdir(parents=True)
+    (bdir / "CMakeCache.txt").write_text(f"# cache\nCMAKE_HOME_DIRECTORY:INTERNAL={src_a}\nX:BOOL=ON\n")
+    (bdir / "lib" / "libhla_ort_op.so").write_bytes(b"built")
+    assert cached_source_dir(bdir) == str(src_a)
+    assert forget_other_source_tree(bdir, src_a) is False and (bdir / "CMakeCache.txt").exists()
+    assert forget_other_source_tree(bdir, src_b) is True
+    assert not (bdir / "CMakeCache.txt").exists() and not (bdir / "CMakeFiles").exists()
+    assert (bdir / "lib" / "libhla_ort_op.so").read_bytes() == b"built"  # outputs stay
+    assert cached_source_dir(bdir) is None and forget_other_source_tree(bdir, src_b) is False
+
+
 def test_build_dir_env_overrides(installed, tmp_path, monkeypatch):
     monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(tmp_path / "mine"))
     assert build.build_dir() == (tmp_path / "mine").resolve()

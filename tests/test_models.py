@@ -63,6 +63,7 @@ def streamed_logits(model, ids, split):
 # ---------------------------------------------------------------------------------- model forward
 @pytest.mark.parametrize("backend", STREAM_BACKENDS)
 @pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.slow
 def test_prefill_then_steps_equals_full_sequence_float64(name, backend):
     model = make_model(name, torch.float64, backend="naive")
     ids = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
@@ -112,6 +113,7 @@ HALF_REL_BOUND = {torch.float16: 0.03, torch.bfloat16: 0.25}
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["hla2", "ahla", "hla3"])
+@pytest.mark.slow
 def test_half_precision_model_keeps_float32_state(name, dtype):
     import copy
     mh = make_model(name, dtype, backend="chunk")
@@ -225,7 +227,7 @@ def test_save_load_round_trip(tmp_path, name):
     model = make_model(name, torch.float32)
     ids = torch.randint(0, 256, (2, 9))
     model.save(tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     loaded = HLALanguageModel.load(tmp_path / "ck")
     assert loaded.config == model.config
     loaded.attn_backend = model.attn_backend
@@ -246,10 +248,15 @@ def ck(tmp_path):
 
 
 def _rewrite_tensors(path, fn):
+    """Weights rewritten by another tool that records their digest (else the digest check, not the
+    check under test, would refuse them: tests/test_checkpoint_digest.py)."""
     from safetensors.torch import load_file, save_file
+
+    from hla_deploy.checkpoint_manifest import write_manifest
     t = load_file(str(path / "model.safetensors"))
     fn(t)
     save_file(t, str(path / "model.safetensors"))
+    write_manifest(path, ["model.safetensors"])
 
 
 def test_checkpoint_missing_dir(tmp_path):
@@ -288,6 +295,10 @@ def test_checkpoint_truncated_safetensors(ck, keep):
     p = ck / "model.safetensors"
     data = p.read_bytes()
     p.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.* are damaged or were replaced"):
+        HLALanguageModel.load(ck)  # the digest sees it first
+    from hla_deploy.checkpoint_manifest import write_manifest
+    write_manifest(ck, ["model.safetensors"])  # a digest of the truncated file: safetensors itself refuses it
     with pytest.raises(CheckpointError, match=r"model\.safetensors.* are corrupt"):
         HLALanguageModel.load(ck)
 
@@ -347,7 +358,7 @@ def test_checkpoint_error_is_value_error():
 
 def test_save_leaves_no_temp_files(ck):
     make_model("hla2", torch.float32, seed=5).save(ck)   # overwrite in place
-    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
 
 
 # ---------------------------------------------------------------------------------- tokenizer
@@ -478,6 +489,7 @@ def test_shipped_checkpoint_predicts_python():
     assert nll < 0.4 * unigram and nll < 1.2, (nll, unigram)
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_greedy_sample_is_python_like():
     path = _shipped()
     model = HLALanguageModel.load(path, attn_backend="chunk")
@@ -498,6 +510,7 @@ def _train_module():
     return mod
 
 
+@pytest.mark.slow
 def test_train_example_checkpoints_and_resumes_exactly(tmp_path):
     """6 tiny steps with checkpoints every 3; resuming from step 3 reproduces step 6 bit for bit."""
     import shutil

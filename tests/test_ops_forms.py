@@ -149,6 +149,7 @@ REAL_CASES = [("hla2", 0.95), ("ahla", 0.95), ("hla3", 1.0)]
 @pytest.mark.parametrize("variant,decay", REAL_CASES)
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("backend", ["chunk", "recurrent"])
+@pytest.mark.slow
 def test_float32_against_float64(variant, decay, normalize, backend):
     """float32 vs the float64 reference, relative RMS: measured <= 5.0e-7 (o and state, all
     variants, both backends, chunk_size 64); asserted < 2e-6."""
@@ -171,6 +172,7 @@ LOWP_BOUNDS = {torch.bfloat16: (1e-2, 4e-3, 6e-3), torch.float16: (1.5e-3, 6e-4,
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("backend", ["chunk", "recurrent"])
+@pytest.mark.slow
 def test_half_inputs_state_stays_float32(variant, decay, normalize, dtype, backend):
     """bf16/fp16 activations: o in the input dtype, state float32. Relative RMS bounds (asserted):
     bf16 o < 1e-2 vs the exact-input float64 reference and < 4e-3 vs the reference on the rounded

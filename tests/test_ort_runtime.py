@@ -92,6 +92,7 @@ def test_prefill_and_decode_match_torch(exported, ort_library, name):
     assert rel_rms(sess.get_state(), ref_state) <= 1e-5
 
 
+@pytest.mark.slow
 def test_fp16_export_matches_torch(ort_library, tmp_path):
     from hla_deploy.runtime import OrtHLASession
     model = _tiny_model("hla2-decay-normalize")
@@ -191,6 +192,7 @@ def test_generate_cli_matches_session(exported, ort_library):
     assert out["generated_ids"] == OrtHLASession(path, library=ort_library).generate(tokenizer.encode("def f("), 6)
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_greedy_matches_torch(ort_library, tmp_path):
     from hla_deploy.models import default_checkpoint, tokenizer
     from hla_deploy.runtime import OrtHLASession

@@ -113,8 +113,8 @@ def test_generate_cli_passes_tf32(monkeypatch, tiny_onnx, tmp_path):
         def __init__(self, path, device="cpu", library=None, **kw):
             seen.update(device=device, **kw)
 
-        def generate(self, ids, n, **kw):
-            return [65] * n
+        def generate_stream(self, ids, n, **kw):
+            return iter([65] * n)
 
     monkeypatch.setattr(ort_session, "OrtHLASession", FakeSession)
     parser = argparse.ArgumentParser()
@@ -129,5 +129,9 @@ def test_generate_cli_tf32_without_cuda_is_an_error(tiny_onnx, capsys):
     from hla_deploy.runtime import cli
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    assert cli.run(parser.parse_args([str(tiny_onnx), "--tf32", "--max-new-tokens", "2"])) == 1
+    from hla_deploy.exit_codes import UsageError
+    with pytest.raises(UsageError, match="--tf32 applies only to an .onnx model with --device cuda"):
+        cli.run(parser.parse_args([str(tiny_onnx), "--tf32", "--max-new-tokens", "2"]))
+    from hla_deploy.cli import main
+    assert main(["generate", str(tiny_onnx), "--tf32", "--max-new-tokens", "2"]) == 2  # usage
     assert "--tf32 applies only to an .onnx model with --device cuda" in capsys.readouterr().err

@@ -1,10 +1,15 @@
-"""hla-deploy as users install it: `pip wheel . --no-deps`, installed with its [cpu] extra into a fresh
-venv (torch 2.13.0 as the README installs it), used from another directory with no checkout on
-sys.path. The wheel carries the native sources, `hla-deploy quickstart` builds the ORT op into the
-per-user cache ($HLA_DEPLOY_CACHE) and passes, a second run reuses the cached library, nothing is
-written into site-packages. The sdist carries the native sources too (and a wheel built from it).
+"""hla-deploy as users install it: `pip wheel . --no-deps`, installed with its [cpu,export] extras into
+a fresh venv (torch 2.13.0 first, as the README installs it), used from another directory with no
+checkout on sys.path. The wheel carries the native sources, `hla-deploy quickstart` builds the ORT op
+into the per-user cache ($HLA_DEPLOY_CACHE) and passes, a second run reuses the cached library,
+nothing is written into site-packages. The sdist carries the native sources too (and a wheel built
+from it).
 
-One venv per test session (about a minute to create: torch, numpy, onnx, onnxruntime, ...)."""
+The runtime alone: the wheel with only [cpu] in another fresh venv has no torch, generates from an
+exported model, checks parity between exported graphs, and the torch commands exit 3 saying what to
+install.
+
+Two venvs per test session (about a minute each to create: torch, numpy, onnx, onnxruntime, ...)."""
 import json
 import os
 import shutil
@@ -60,12 +65,12 @@ def wheel(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def user_venv(tmp_path_factory, wheel):
-    """A fresh venv with torch==2.13.0 and the wheel with its [cpu] extra: (venv, site-packages)."""
+    """A fresh venv with torch==2.13.0 and the wheel with its [cpu,export] extras: (venv, site-packages)."""
     venv = tmp_path_factory.mktemp("user") / "venv"
     _run([sys.executable, "-m", "venv", venv])
     py = venv / "bin" / "python"
     _run([py, "-m", "pip", "install", "-q", "torch==2.13.0"])
-    _run([py, "-m", "pip", "install", "-q", f"{wheel}[cpu]"])
+    _run([py, "-m", "pip", "install", "-q", f"{wheel}[cpu,export]"])
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     return venv, site
 
@@ -118,6 +123,7 @@ def test_installed_wheel_quickstart_from_another_directory(user_venv, tmp_path):
               cwd=work, env=env)
     assert "quickstart PASS" in q1.stdout, q1.stdout + q1.stderr
     assert "[hla-deploy] building libhla_ort_op.so" in q1.stderr  # the one line saying what is built where
+    assert len([ln for ln in q1.stderr.splitlines() if ln.startswith("[hla-deploy")]) == 1, q1.stderr
     lib = Path(next(line.split(": ", 1)[1] for line in q1.stdout.splitlines()
                     if line.strip().startswith("ORT custom-op library:")).strip())
     assert lib.is_file() and lib.is_relative_to(cache.resolve() / "build") and lib.name == "libhla_ort_op.so"
@@ -170,3 +176,46 @@ def test_sdist_carries_native_sources(user_venv, tmp_path):
     (whl,) = whl_dir.glob("hla_deploy-*.whl")
     names = zipfile.ZipFile(whl).namelist()
     assert sorted(n[len(NATIVE):] for n in names if n.startswith(NATIVE)) == _checkout_native_sources()
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(tmp_path_factory, wheel):
+    """A fresh venv with the wheel and only its [cpu] extra (the runtime: no torch)."""
+    venv = tmp_path_factory.mktemp("runtime") / "venv"
+    _run([sys.executable, "-m", "venv", venv])
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}[cpu]"])
+    return venv
+
+
+def test_runtime_install_has_no_torch_and_generates(runtime_venv, tiny_ckpt, ort_library, tmp_path):
+    from hla_deploy.exporters import export_onnx
+    from hla_deploy.models import HLALanguageModel, generate, tokenizer
+    py, cli = runtime_venv / "bin" / "python", runtime_venv / "bin" / "hla-deploy"
+    env = _user_env(tmp_path / "cache", runtime_venv)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    pip_list = {line.split("==")[0].lower() for line in
+                _run([py, "-m", "pip", "freeze"], cwd=work, env=env).stdout.splitlines()}
+    assert not pip_list & {"torch", "onnxscript", "safetensors", "triton"}, sorted(pip_list)
+    assert {"onnxruntime", "onnx", "numpy"} <= pip_list
+    probe = _run([py, "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"], cwd=work, env=env)
+    assert probe.stdout.strip() == "True"
+
+    # an exported model (exported here, where torch is) runs there: the tokens equal the torch model's
+    custom = export_onnx(tiny_ckpt, None, tmp_path / "model.onnx", op="custom")
+    standard = export_onnx(tiny_ckpt, None, tmp_path / "model_standard.onnx", op="standard")
+    want = generate(HLALanguageModel.load(tiny_ckpt).eval(), tokenizer.encode("def "), 8)
+    gen = _run([cli, "generate", custom, "--library", ort_library, "--prompt", "def ", "--max-new-tokens", "8",
+                "--json"], cwd=work, env=env)
+    assert json.loads(gen.stdout)["generated_ids"] == want
+    # parity between the exported graphs: the float32 standard-op graph is the reference
+    par = _run([cli, "parity", "--onnx", custom, "--onnx", standard, "--library", ort_library, "--backends",
+                "ort-cpu,onnx-standard", "--decode-steps", "2", "--json", tmp_path / "p.json", "--quiet"],
+               cwd=work, env=env)
+    assert json.loads((tmp_path / "p.json").read_text())["summary"]["passed"] == ["ort-cpu", "onnx-standard"], par.stdout
+
+    # the torch side says what to install, exit 3
+    proc = subprocess.run([str(cli), "export", str(tiny_ckpt), "-o", str(work / "m.onnx")], capture_output=True,
+                          text=True, timeout=300, cwd=work, env=env)
+    assert proc.returncode == 3 and "pip install 'hla-deploy[export]'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (work / "m.onnx").exists()

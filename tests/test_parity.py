@@ -246,6 +246,7 @@ def test_bad_input_clear_errors(ckpt, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- ONNX backends
+@pytest.mark.slow
 def test_honest_export_passes_all_cpu_backends(ckpt, onnx_files, ort_library, tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("\n".join(p.replace("\n", "\\n") for p in PROMPTS) + "\n")
     rc = cli([ckpt, "--onnx", onnx_files["custom"], "--onnx", onnx_files["standard"],
@@ -263,6 +264,7 @@ def test_honest_export_passes_all_cpu_backends(ckpt, onnx_files, ort_library, tm
         assert m["rel_rms_err"] < 1e-5 and m["state_rel_err"] < 1e-5 and m["token_agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_harness_exports_when_no_onnx_given(ckpt, onnx_files, tmp_path):
     rep = run_parity(ckpt, backends=["onnx-standard"], prompts=PROMPTS[:1], decode_steps=2)
     b = entry(rep, "onnx-standard")
@@ -334,6 +336,7 @@ def _prompt_file(tmp_path):
     ("hla3", True, 0.0, 1.0),
     ("hla2", True, 0.5, 0.9),
 ])
+@pytest.mark.slow
 def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, tmp_path, ort_library):
     """Every variant's state layout survives export + hand-off in both ONNX backends."""
     torch.manual_seed(3)
@@ -348,6 +351,7 @@ def test_other_variants_pass_on_onnx_backends(variant, normalize, ridge, decay, 
     assert rep["summary"]["ok"]
 
 
+@pytest.mark.slow
 def test_fp16_exports_within_fp16_tolerance_and_outside_fp32(ckpt, ort_library, tmp_path):
     """--dtype fp16 exports fp16 graphs: within the fp16 tolerances, and (being really fp16)
     outside the fp32 ones."""

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import onnx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs_out"
     env = dict(os.environ)

@@ -9,6 +9,9 @@ torch.* module, before anything of hla_deploy is imported. What must work there:
   comes from the torch-free hla_deploy.state_layout): the greedy tokens equal the torch model's
   (computed in this, the parent, process);
 - `hla-deploy generate model.onnx --json` through hla_deploy.cli.main (the console script's code);
+- `hla-deploy parity --onnx model.onnx --onnx model_standard.onnx` (parity between exported graphs);
+- the commands that need torch (export, quickstart, bundle, generate / parity with a checkpoint) exit 3
+  naming the [export] extra and the command that installs it;
 - and neither torch nor hla_deploy.exporters nor hla_deploy.models nor hla_deploy.ops is loaded
   afterwards.
 """
@@ -105,10 +108,44 @@ def test_generate_cli_without_torch(exported, ort_library):
     assert out["backend"] == "onnxruntime-cpu" and out["generated_ids"] == want
 
 
-def test_generate_cli_checkpoint_without_torch_is_a_clear_error(tiny_ckpt):
+@pytest.mark.parametrize("argv", [["generate", "{ckpt}", "--max-new-tokens", "2"],
+                                  ["export", "{ckpt}", "-o", "{tmp}/m.onnx"],
+                                  ["quickstart", "--out", "{tmp}/qs"],
+                                  ["bundle", "{ckpt}", "-o", "{tmp}/b", "--target", "cpu"],
+                                  ["parity", "{ckpt}", "--backends", "ort-cpu"]],
+                         ids=lambda a: a[0])
+def test_torch_commands_without_torch_say_what_to_install(tiny_ckpt, tmp_path, argv):
+    argv = [a.format(ckpt=tiny_ckpt, tmp=tmp_path) for a in argv]
     proc = _run_without_torch(f"""
         from hla_deploy.cli import main
-        sys.exit(main(["generate", {str(tiny_ckpt)!r}, "--max-new-tokens", "2"]))
+        sys.exit(main({argv!r}))
     """)
-    assert proc.returncode == 1
-    assert "torch" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 3, proc.stderr  # an optional dependency missing (hla_deploy/exit_codes.py)
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "[export] extra" in lines[0] and "torch" in lines[0] and "pip install 'hla-deploy[export]'" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_parity_between_exported_graphs_without_torch(tiny_ckpt, exported, ort_library, tmp_path):
+    """No checkpoint: the float32 standard-op graph is the reference, the custom-op graph on ort-cpu is
+    checked against it; torch is never imported. The standard graph is exported here (parent process)."""
+    from hla_deploy.exporters import export_onnx
+    custom, _ = exported
+    standard = export_onnx(tiny_ckpt, None, tmp_path / "model_standard.onnx", op="standard")
+    report = tmp_path / "parity.json"
+    proc = _run_without_torch(f"""
+        from hla_deploy.cli import main
+        rc = main(["parity", "--onnx", {str(custom)!r}, "--onnx", {str(standard)!r}, "--library",
+                   {str(ort_library)!r}, "--decode-steps", "3", "--json", {str(report)!r}, "--quiet"])
+        heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "hla_deploy.models")))
+        assert not heavy, heavy
+        sys.exit(rc)
+    """)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(report.read_text())
+    by = {b["name"]: b for b in doc["backends"]}
+    assert doc["checkpoint"] is None and doc["reference"]["form"] == "onnx-standard"
+    assert by["ort-cpu"]["status"] == "pass" and by["ort-cpu"]["metrics"]["rel_rms_err"] < 1e-5
+    assert by["torch"]["status"] == "skipped" and "checkpoint" in by["torch"]["reason"]
+    assert doc["config"]["n_layers"] == 2 and doc["summary"]["ok"] is True

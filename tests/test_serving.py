@@ -72,6 +72,7 @@ def _plan(rng, n_seq, vocab=256):
 
 
 @pytest.mark.parametrize("proto", ["grpc", "http"])
+@pytest.mark.slow
 def test_interleaved_sequences_equal_runtime_alone(server, reference, proto):
     mod = grpcclient if proto == "grpc" else httpclient
     client = mod.InferenceServerClient(server.grpc_url if proto == "grpc" else server.http_url)
@@ -101,6 +102,7 @@ def test_interleaved_sequences_equal_runtime_alone(server, reference, proto):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"sequence {c}")
 
 
+@pytest.mark.slow
 def test_restart_with_start_flag_equals_fresh(server, reference):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     a, b = [5, 6, 7, 8], [9, 10]
@@ -123,6 +125,7 @@ def test_unknown_and_ended_sequence_is_named_error(server):
         infer(client, grpcclient, 4343, [3])
 
 
+@pytest.mark.slow
 def test_more_live_sequences_than_max_is_named_error(server, reference):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     ids = list(range(500, 500 + MAX_SEQ))
@@ -146,6 +149,7 @@ os._exit(0)  # gone mid-sequence: no END, no goodbye
 """
 
 
+@pytest.mark.slow
 def test_server_survives_vanished_client_and_reclaims_it(server, reference):
     for c in range(700, 700 + MAX_SEQ):  # fill every slot with clients that vanish
         subprocess.run([sys.executable, "-c", CLIENT_THAT_VANISHES, server.grpc_url, str(c)], check=True, timeout=60)
@@ -164,6 +168,7 @@ def test_bad_input_is_error_naming_sequence(server):
         infer(client, grpcclient, 901, [1, 999], start=True, end=True)
 
 
+@pytest.mark.slow
 def test_direct_strategy_interleaved(onnx_model, ort_library, reference, tmp_path):
     """The `direct` strategy (null requests with READY = 0 in its batches) on its own server."""
     from hla_deploy.serving.repository import write_repository

@@ -90,6 +90,7 @@ def test_triton_backend_on_the_cpu_needs_the_interpreter(tmp_path, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="the Triton path at tiny size runs on the CPU interpreter (TRITON_INTERPRET=1, "
                            "no GPU); on a GPU the preset itself is the check")
+@pytest.mark.slow
 def test_triton_backend_trains_at_tiny_size_under_the_interpreter(tmp_path):
     """The script's Triton path end to end: loss falls, checkpoint loads, matches the chunk form."""
     mod = _train_module()

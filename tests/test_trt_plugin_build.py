@@ -50,6 +50,7 @@ def _run(exe: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_attribute_and_shape_rules(trt_build_dir):
     proc = _run(trt_build_dir / "bin" / "hla_trt_attrs_test")
     print(proc.stdout)
@@ -73,11 +74,13 @@ def _nm(args, lib: Path):
     return [line.split() for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_exports_only_the_tensorrt_entry_points(plugin_lib):
     defined = {parts[-1] for parts in _nm(["--defined-only"], plugin_lib) if parts[-2] in ("T", "D", "B", "W", "V")}
     assert defined == {"getCreators", "setLoggerFinder"}
 
 
+@pytest.mark.slow
 def test_needs_no_tensorrt_library_and_no_missing_kernels(plugin_lib):
     undefined = [parts[-1] for parts in _nm(["--undefined-only"], plugin_lib)]
     assert undefined, "expected libc/libstdc++/cudart symbols"
@@ -88,6 +91,7 @@ def test_needs_no_tensorrt_library_and_no_missing_kernels(plugin_lib):
     assert "libnvinfer" not in needed
 
 
+@pytest.mark.slow
 def test_ctypes_loads_and_get_creators_returns_one_creator(plugin_lib):
     lib = ctypes.CDLL(str(plugin_lib))  # RTLD_NOW: every symbol resolves without TensorRT
     get_creators = lib.getCreators
@@ -102,6 +106,7 @@ def test_ctypes_loads_and_get_creators_returns_one_creator(plugin_lib):
     lib.setLoggerFinder(None)  # accepted: back to logging on stderr
 
 
+@pytest.mark.slow
 def test_plugin_interfaces_with_mocked_tensorrt(plugin_lib, trt_build_dir):
     proc = _run(trt_build_dir / "bin" / "hla_trt_plugin_test")
     print(proc.stdout)
@@ -120,12 +125,14 @@ def test_enqueue_runs_the_aot_launcher_with_a_mocked_driver(plugin_lib, trt_buil
     assert ", 0 failures" in proc.stdout and "FAIL" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_runner_compiles(plugin_lib, trt_build_dir):
     linked = trt_build_dir / "bin" / "hla_trt_runner"
     objects = list(trt_build_dir.rglob("hla_trt_runner.cpp.o"))
     assert linked.is_file() or objects, "hla_trt_runner.cpp was not compiled"
 
 
+@pytest.mark.slow
 def test_plugin_enqueue_matches_cpu_kernel_on_gpu(plugin_lib, trt_build_dir):
     """enqueue() through hla::forward_cuda vs hla::forward_cpu on the same inputs: float32 (hla2, ahla,
     hla3), float16 (hla2) and bfloat16 (hla2, ahla) q/k/v/o with float32 states; needs a GPU."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from hla_deploy.models import tokenizer
 from hla_deploy.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hla_deploy.models.config import HLAConfig, geometric_decay
-from hla_deploy.models.generate import generate
+from hla_deploy.models.generate import generate, generate_stream
 from hla_deploy.models.model import HLALanguageModel
 
 DEFAULT_CHECKPOINT_NAME = "tiny-pystdlib"
@@ -34,4 +34,4 @@ def default_checkpoint() -> Path:
 
 
 __all__ = ["HLAConfig", "HLALanguageModel", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "generate", "tokenizer", "default_checkpoint", "geometric_decay"]
+           "generate", "generate_stream", "tokenizer", "default_checkpoint", "geometric_decay"]

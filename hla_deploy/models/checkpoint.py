@@ -1,9 +1,13 @@
-"""Checkpoint directories: `config.json` (HLAConfig.to_dict) + `model.safetensors` (the state dict).
+"""Checkpoint directories: `config.json` (HLAConfig.to_dict) + `model.safetensors` (the state dict)
++ `manifest.json` (the SHA-256 of every weight file, hla_deploy.checkpoint_manifest).
 
-Both files are written atomically (a temp file in the same directory, then os.replace), so a
-reader never sees a half-written checkpoint. Every problem found while loading raises
-CheckpointError (a ValueError) naming the file and, for tensors, the tensor name and the
-expected/actual shape.
+Every file is written atomically (a temp file in the same directory, then os.replace), so a
+reader never sees a half-written file; the manifest is removed first and written last, so a save
+cut short leaves a checkpoint without digests (it loads with a warning), never one whose digests
+describe other weights. Every load verifies the weights against the manifest before reading them.
+Every problem found while loading raises CheckpointError (a ValueError and a
+hla_deploy.exit_codes.UsageError: exit status 2 in every CLI) naming the file and, for tensors,
+the tensor name and the expected/actual shape, for a digest mismatch both digests.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from typing import Dict, Optional, Union
 import torch
 
 from hla_deploy._atomic import atomic_path
+from hla_deploy.exit_codes import UsageError
+from hla_deploy import checkpoint_manifest as digests
 from hla_deploy.models.config import HLAConfig
 
 CONFIG_NAME = "config.json"
@@ -23,8 +29,8 @@ WEIGHTS_NAME = "model.safetensors"
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, corrupt, or does not match its config."""
+class CheckpointError(UsageError):
+    """A checkpoint directory is missing, corrupt, or does not match its config or its digests."""
 
 
 def _atomic_write(path: Path, write_fn) -> None:
@@ -34,7 +40,8 @@ def _atomic_write(path: Path, write_fn) -> None:
 
 
 def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None) -> Path:
-    """Save `model` (an HLALanguageModel) to `directory`: config.json + model.safetensors."""
+    """Save `model` (an HLALanguageModel) to `directory`: config.json + model.safetensors +
+    manifest.json (the weights' SHA-256, checked by every load)."""
     from safetensors.torch import save_file
     import hla_deploy
 
@@ -45,6 +52,7 @@ def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None)
             "hla_deploy.config": json.dumps(model.config.to_dict(), sort_keys=True)}
     if metadata:
         meta.update({str(k): str(v) for k, v in metadata.items()})
+    digests.remove_manifest(directory)  # until the new digests are written (see the module docstring)
     _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=meta))
     text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
 
@@ -52,6 +60,7 @@ def save_checkpoint(model, directory: PathLike, metadata: Dict[str, str] = None)
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     _atomic_write(directory / CONFIG_NAME, write_config)
+    digests.write_manifest(directory, [WEIGHTS_NAME])
     return directory
 
 
@@ -78,10 +87,15 @@ def load_config(directory: PathLike) -> HLAConfig:
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a safetensors file onto the CPU; raises CheckpointError naming the file."""
+    """Read a safetensors file onto the CPU after checking it against the manifest.json beside it
+    (hla_deploy.checkpoint_manifest); raises CheckpointError naming the file."""
     from safetensors.torch import load_file
     if not path.is_file():
         raise CheckpointError(f"checkpoint weights {str(path)!r} are missing")
+    try:
+        digests.verify(path.parent, [path.name])
+    except digests.DigestError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises SafetensorError / OSError / ValueError for corrupt files

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
@@ -26,7 +26,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: Optional[
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-@torch.no_grad()
 def generate(model, prompt_ids: Union[Sequence[int], torch.Tensor], max_new_tokens: int,
              temperature: float = 0.0, top_k: Optional[int] = None, seed: Optional[int] = None
              ) -> List[int]:
@@ -36,6 +35,14 @@ def generate(model, prompt_ids: Union[Sequence[int], torch.Tensor], max_new_toke
     carried state [L, 1, H, N]. temperature 0 is greedy (deterministic); temperature > 0 samples
     (optionally top_k), reproducibly for a given `seed`.
     """
+    return list(generate_stream(model, prompt_ids, max_new_tokens, temperature, top_k, seed))
+
+
+def generate_stream(model, prompt_ids: Union[Sequence[int], torch.Tensor], max_new_tokens: int,
+                    temperature: float = 0.0, top_k: Optional[int] = None, seed: Optional[int] = None
+                    ) -> Iterator[int]:
+    """generate, one token at a time: yields each new id as soon as it is sampled. The arguments are
+    checked here, before the first token."""
     if isinstance(prompt_ids, torch.Tensor):
         prompt_ids = prompt_ids.reshape(-1).tolist()
     prompt_ids = [int(t) for t in prompt_ids]
@@ -49,22 +56,27 @@ def generate(model, prompt_ids: Union[Sequence[int], torch.Tensor], max_new_toke
         raise ValueError(f"generate: top_k must be an integer >= 1 or None, got {top_k}")
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed if seed is not None else torch.seed())
+    return _stream(model, prompt_ids, int(max_new_tokens), temperature, top_k, gen)
+
+
+def _stream(model, prompt_ids: List[int], max_new_tokens: int, temperature: float, top_k: Optional[int],
+            gen: torch.Generator) -> Iterator[int]:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        out: List[int] = []
         if max_new_tokens == 0:
-            return out
-        ids = torch.tensor([prompt_ids], dtype=torch.int64, device=device)   # [1, T]
-        logits, state = model(ids, None)                                    # prefill
+            return
+        with torch.no_grad():
+            ids = torch.tensor([prompt_ids], dtype=torch.int64, device=device)   # [1, T]
+            logits, state = model(ids, None)                                    # prefill
         for i in range(max_new_tokens):
             nxt = sample_next(logits[0, -1], temperature, top_k, gen)
-            out.append(nxt)
+            yield nxt
             if i + 1 == max_new_tokens:
                 break
-            step = torch.tensor([[nxt]], dtype=torch.int64, device=device)  # [1, 1]
-            logits, state = model(step, state)                              # one-token step
-        return out
+            with torch.no_grad():
+                step = torch.tensor([[nxt]], dtype=torch.int64, device=device)  # [1, 1]
+                logits, state = model(step, state)                              # one-token step
     finally:
         model.train(was_training)

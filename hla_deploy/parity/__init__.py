@@ -2,6 +2,8 @@
 
     report = run_parity("path/to/checkpoint", backends=["torch", "ort-cpu"], decode_steps=16)
     report["summary"]["ok"]   # True when every backend that ran is within tolerance
+    run_parity(None, onnx=["model.onnx", "model_standard.onnx"])   # exported graphs only, no torch:
+                              # the float32 standard-op graph is the reference (parity/graph_reference.py)
 
 See docs/PARITY.md for what is compared, the metrics, the tolerances and the JSON schema.
 """
@@ -36,7 +38,7 @@ OnnxArg = Union[None, str, os.PathLike, Sequence[Union[str, os.PathLike]], Mappi
 
 
 def _load_prompts(prompts, vocab_size: int) -> List[dict]:
-    from hla_deploy.models import tokenizer
+    from hla_deploy import tokenizer  # torch-free
     if prompts is None:
         prompts = DEFAULT_PROMPTS
     if isinstance(prompts, (str, bytes)):
@@ -72,6 +74,9 @@ def _normalize_onnx(onnx: OnnxArg) -> List[Path]:
 
 def _checkpoint_config(checkpoint):
     """(checkpoint path, config); raises a clear error for a missing or corrupt checkpoint."""
+    from hla_deploy.extras import require_extra
+    require_extra("export", "parity with a checkpoint (the torch reference model; without a checkpoint, "
+                            "parity compares exported graphs: --onnx MODEL.onnx --onnx MODEL_standard.onnx)")
     from hla_deploy.models import HLALanguageModel
     path = Path(checkpoint)
     if not path.exists():
@@ -87,7 +92,10 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
                workdir=None, log: Optional[Callable[[str], None]] = None) -> dict:
     """Check every backend against the reference model; returns the JSON-able report.
 
-    checkpoint: a checkpoint dir (config.json + model.safetensors).
+    checkpoint: a checkpoint dir (config.json + model.safetensors); the reference is its torch model.
+        None: compare exported graphs only (no torch needed): ``onnx`` must hold a float32
+        standard-op graph, the reference (hla_deploy.parity.graph_reference), and the torch /
+        triton backends are skipped.
     onnx: ONNX file(s) to check as they are (custom-op and/or standard-op graph, told apart by
         their ``hla_deploy.op`` metadata); None: the harness exports them into a temp dir.
     backends: names from BACKEND_NAMES (default all); those that cannot run here are
@@ -102,7 +110,10 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
     log: called with progress lines (default: silent).
     """
     from . import tolerances as tol_mod
+    from hla_deploy.exit_codes import UsageError
+
     from .backends import BackendSkipped, ParityContext, Reference, config_mismatch, make_backend, onnx_kind
+    from .graph_reference import GraphReference
     from .metrics import ParityAccumulator
     import hla_deploy
 
@@ -122,22 +133,35 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
     names = list(dict.fromkeys(names))
     tol = tol_mod.resolve(dtype, tolerances)
 
-    ckpt, config = _checkpoint_config(checkpoint)
-    prompt_list = _load_prompts(prompts, config.vocab_size)
-    warnings: List[str] = []
-
-    onnx_given: Dict[str, Path] = {}
+    given = []
     for p in _normalize_onnx(onnx):
         kind, meta = onnx_kind(p)
-        if kind in onnx_given:
-            raise ValueError(f"two {kind}-op ONNX graphs given ({onnx_given[kind]} and {p}); give at most "
+        if any(k == kind for _, k, _ in given):
+            other = next(q for q, k, _ in given if k == kind)
+            raise ValueError(f"two {kind}-op ONNX graphs given ({other.resolve()} and {p}); give at most "
                              f"one custom-op and one standard-op graph")
-        onnx_given[kind] = p.resolve()
+        given.append((p, kind, meta))
+    onnx_given: Dict[str, Path] = {kind: p.resolve() for p, kind, _ in given}
+    if checkpoint is None:
+        from .graph_reference import GraphConfig, check_reference_graph
+        std = next(((p, meta) for p, kind, meta in given if kind == "standard"), None)
+        if std is None:
+            raise UsageError("without a checkpoint, parity compares exported graphs and needs the float32 "
+                             "standard-op graph as the reference: --onnx MODEL_standard.onnx (from `hla-deploy "
+                             "export CKPT --op standard`), with the custom-op graph --onnx MODEL.onnx")
+        check_reference_graph(*std)
+        ckpt, config = None, GraphConfig.from_metadata(std[1], std[0])
+    else:
+        ckpt, config = _checkpoint_config(checkpoint)
+    prompt_list = _load_prompts(prompts, config.vocab_size)
+    warnings: List[str] = []
+    for p, kind, meta in given:
         mismatch = config_mismatch(meta, config)
         if mismatch:
-            warnings.append(f"{p}: model config in the ONNX metadata vs checkpoint: {mismatch}")
+            warnings.append(f"{p}: model config in the ONNX metadata vs "
+                            f"{'checkpoint' if ckpt is not None else 'the reference graph'}: {mismatch}")
         meta_dtype = meta.get("hla_deploy.dtype")
-        if meta_dtype and meta_dtype != dtype:
+        if meta_dtype and meta_dtype != dtype and not (ckpt is None and kind == "standard"):
             warnings.append(f"{p}: exported as {meta_dtype} but checked with --dtype {dtype} tolerances")
 
     # group prompts of equal length into batches [B, T] (order of first appearance)
@@ -156,7 +180,7 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
                             max_batch=max(len(g) for g in groups.values()),
                             max_seq=max(groups) + decode_steps)
         t0 = time.perf_counter()
-        reference = Reference(ctx)
+        reference = Reference(ctx) if ckpt is not None else GraphReference(ctx)
         prompt_batches = [np.array([prompt_list[i]["ids"] for i in idx], dtype=np.int64)  # [B, T]
                           for idx in groups.values()]
         batches = [(ids, fed, ref_run) for ids, (ref_run, fed)
@@ -173,6 +197,9 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
             if name == "triton" and reference.form == "triton" and dtype == "fp32":
                 entry["note"] = ("the reference is this same form (Triton, fp32) on this machine, so this "
                                  "comparison is trivial; the torch and ONNX backends are checked against it")
+            if name == "onnx-standard" and reference.form == "onnx-standard":
+                entry["note"] = ("the reference is this same graph (no checkpoint given), so this comparison is "
+                                 "trivial; the custom-op backends are checked against it")
             t0 = time.perf_counter()
             try:
                 backend.prepare(ctx)
@@ -206,7 +233,7 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
         "tool": "hla-deploy parity",
         "hla_deploy_version": hla_deploy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(ckpt),
+        "checkpoint": _s(ckpt),
         "config": config.to_dict(),
         "dtype": dtype,
         "decode_steps": decode_steps,

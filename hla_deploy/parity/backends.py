@@ -92,10 +92,10 @@ def greedy_reference(step: StepFn, state0, prompt_ids: np.ndarray, decode_steps:
 class ParityContext:
     """What the adapters share: the checkpoint, dtype, ONNX artifacts, a scratch dir."""
 
-    def __init__(self, checkpoint: Path, config, dtype: str, workdir: Path,
+    def __init__(self, checkpoint: Optional[Path], config, dtype: str, workdir: Path,
                  onnx_given: Optional[Dict[str, Path]] = None, library: Optional[Path] = None,
                  max_batch: int = 1, max_seq: int = 2048):
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)  # None: exported graphs only
         self.config = config
         self.dtype = dtype
         self.workdir = Path(workdir)
@@ -108,6 +108,8 @@ class ParityContext:
 
     # -- model ---------------------------------------------------------------------------
     def load_model(self):
+        if self.checkpoint is None:
+            raise BackendSkipped("needs the checkpoint (this run compares exported graphs only)")
         from hla_deploy.models import HLALanguageModel
         model = HLALanguageModel.load(self.checkpoint, map_location="cpu")
         model.eval()
@@ -163,7 +165,7 @@ def _import_or_skip(name: str):
 def _cuda_available() -> Tuple[bool, str]:
     try:
         import torch
-    except ImportError as exc:  # pragma: no cover - torch is a dependency
+    except ImportError as exc:  # torch is the [export] extra: parity between exported graphs runs without it
         return False, f"torch not importable ({exc})"
     if not torch.cuda.is_available():
         return False, "no CUDA device (torch.cuda.is_available() is False)"

@@ -1,8 +1,11 @@
-"""`hla-deploy parity`: check every backend against the reference model.
+"""`hla-deploy parity [CKPT] [--onnx ...]`: check every backend against the reference model (the
+checkpoint's torch model; without CKPT the float32 standard-op graph given with --onnx, no torch).
 
-Exit status: 0 every backend that ran is within tolerance (and at least one ran);
-1 a backend is out of tolerance or failed to run (named in the output and the JSON);
-2 bad input (checkpoint, ONNX file, option) or no backend could run here.
+Exit status (hla_deploy.exit_codes): 0 every backend that ran is within tolerance (and at least
+one ran); 1 a backend is out of tolerance or failed to run (named in the output and the JSON), the
+reference failed to run, or the report could not be written; 2 bad input (checkpoint, ONNX file,
+option, output path) or no backend could run here; 3 a checkpoint given without the [export]
+extra (torch).
 """
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="checkpoint directory (config.json + model.safetensors); the reference is its "
+                             "torch model ([export] extra). Without it: compare exported graphs, the float32 "
+                             "standard-op graph given with --onnx being the reference (no torch)")
     parser.add_argument("--onnx", action="append", metavar="MODEL.onnx",
                         help="check this exported ONNX file as is (custom-op graph for ort-*/trt, "
                              "standard-op graph for onnx-standard; may be given twice, once per kind). "
@@ -81,6 +87,7 @@ def run(args) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     from hla_deploy._atomic import check_output_path
+    from hla_deploy.extras import MissingDependencyError
 
     try:
         # outputs first: a bad --json / --report path must not cost a whole parity run
@@ -94,13 +101,14 @@ def run(args) -> int:
         report = run_parity(args.checkpoint, onnx=args.onnx, backends=backends, prompts=prompts,
                             decode_steps=args.decode_steps, dtype=args.dtype, tolerances=overrides,
                             library=args.library, log=say)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+    except MissingDependencyError:
+        raise  # exit 3 with what to install (hla_deploy.cli)
+    except (ValueError, TypeError, OSError) as exc:  # CheckpointError (a ValueError) included
         print(f"hla-deploy parity: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:
-        # e.g. a corrupt checkpoint (CheckpointError) or a reference model that cannot run
+    except Exception as exc:  # e.g. a reference model that cannot run: a failure while running
         print(f"hla-deploy parity: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAIL
 
     print(format_table(report))
     try:
@@ -109,9 +117,9 @@ def run(args) -> int:
         if args.report:
             paths = write_report_dir(report, args.report)
             print(f"report: {paths['markdown']} (plot {paths['plot']}, JSON {paths['json']})")
-    except OSError as exc:
+    except OSError as exc:  # the path was checked first: this is a failure while writing (disk full, ...)
         print(f"hla-deploy parity: error: cannot write the report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAIL
     return exit_code(report)
 
 

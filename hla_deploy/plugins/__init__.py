@@ -65,11 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-runner", action="store_true", help="do not build the C++ runner hla_runner")
     parser.add_argument("--trt", action="store_true",
                         help="also build the TensorRT plugin (hla_deploy.plugins.trt_build)")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the CMake commands")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not echo the CMake commands, even with -v (without -v they are not echoed)")
     add_kernel_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit status (hla_deploy.exit_codes): 0 built, 1 the build failed, 2 a bad --build-dir or kernel
+    option, 3 CMake / onnxruntime missing (or Triton, when kernels were asked for)."""
     try:
         kernels = kernel_request(args)   # bad --config/--arch/--model: before any build
     except UsageError as e:
@@ -83,11 +86,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_native(args: argparse.Namespace) -> int:
+    from hla_deploy._atomic import check_output_path
+    from hla_deploy.extras import MissingDependencyError
     if args.build_dir:
+        try:
+            check_output_path(Path(args.build_dir).expanduser(), "--build-dir", directory=True)
+        except ValueError as e:
+            print(f"build-plugins: error: {e}", file=sys.stderr)
+            return 2
         os.environ["HLA_DEPLOY_BUILD_DIR"] = str(Path(args.build_dir).expanduser().resolve())
     if args.with_cuda:
         os.environ["HLA_DEPLOY_WITH_CUDA"] = args.with_cuda.upper()
-    verbose = not args.quiet
+    verbose = bool(getattr(args, "verbose", False)) and not args.quiet
     try:
         targets = ["hla_ort_op"] + ([] if args.no_runner else ["hla_runner"])
         bdir = build_dir()
@@ -103,6 +113,8 @@ def _run_native(args: argparse.Namespace) -> int:
             # Hook for the TensorRT plugin build (hla_deploy/plugins/trt_build.py).
             path = _trt_build_module().build_trt_plugin()
             print(f"TensorRT plugin: {path}")
+    except MissingDependencyError:
+        raise  # exit 3 with what to install (hla_deploy.cli)
     except PluginBuildError as e:
         print(f"build-plugins: error: {e}", file=sys.stderr)
         return 1

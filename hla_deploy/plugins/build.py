@@ -9,7 +9,8 @@
 The build directory is ``$HLA_DEPLOY_BUILD_DIR`` when set, else a per-user cache directory
 ``<cache>/build/ort-<key>/`` (``<cache>``: ``$HLA_DEPLOY_CACHE`` or ``~/.cache/hla-deploy``), the key
 a hash of the native sources (contents), the onnxruntime distribution and version, the CUDA setting
-and the platform: never the source tree, never site-packages. A new key (edited sources, another
+and the platform, never a path: every clone and venv with the same sources reuses one build. The
+build goes never into the source tree, never into site-packages. A new key (edited sources, another
 onnxruntime) gets a fresh directory; the build of an unchanged key is reused. Builds are serialised
 with a lock file, so parallel test processes do not race. Every failure raises ``PluginBuildError``
 with the command and the tail of its output. The CMake plumbing (lock, commands, stamps) is
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 from ..ort_install import INSTALL_HINT, onnxruntime_label
-from .cmake import (PluginBuildError, configure_and_build, ensure_build_dir, is_fresh, plugins_source_dir,
-                    require_cmake)
-from .locations import build_key, keyed_build_dir, source_digest
+from .cmake import (PluginBuildError, configure_and_build, details, ensure_build_dir, is_fresh,
+                    plugins_source_dir, require_cmake)
+from .locations import build_key, keyed_build_dir, nvcc_label, source_digest
 
 ORT_OP_LIBRARY = "libhla_ort_op.so"
 ORT_RUNNER = "hla_runner"
@@ -42,19 +43,25 @@ ORT_SOURCE_SUBDIRS = ("cmake", "common", "ort_hla")
 
 # ---- locations -----------------------------------------------------------------------------------
 
+#: build_info() entries that describe the build but are not part of its key (paths: a second clone or
+#: venv with the same sources reuses the build; configure_and_build re-points CMake at the new folder)
+NOT_IN_KEY = ("sources",)
+
+
 def build_info(with_cuda: Optional[str] = None) -> Dict[str, str]:
-    """What the build key is made of (also written to <build>/BUILD_INFO.txt)."""
+    """What the build key is made of, plus where the sources are (also written to <build>/BUILD_INFO.txt)."""
     cuda = (with_cuda or _with_cuda_default()).upper()
     return {"sources": str(plugins_source_dir()),
             "sources_sha256": source_digest(ORT_SOURCE_SUBDIRS),
             "onnxruntime": onnxruntime_label(),
             "with_cuda": cuda,
-            "nvcc": (shutil.which("nvcc") or "none") if cuda != "OFF" else "unused"}
+            "nvcc": nvcc_label() if cuda != "OFF" else "unused"}
 
 
 def _key(info: Dict[str, str]) -> str:
-    # the sources' folder too: CMake refuses to reuse a build tree configured from another folder
-    return build_key(f"{k}={v}" for k, v in sorted(info.items()))
+    """Contents only (sources' hash, onnxruntime version, CUDA setting, nvcc version; build_key adds
+    the platform), never a path."""
+    return build_key(f"{k}={v}" for k, v in sorted(info.items()) if k not in NOT_IN_KEY)
 
 
 def build_dir(with_cuda: Optional[str] = None) -> Path:
@@ -169,11 +176,12 @@ def _announce(what: str, verbose: bool) -> None:
 
 
 def ort_library_path(build: bool = True, verbose: bool = True) -> Path:
-    """Path of libhla_ort_op.so, building it (CMake) when missing or older than its sources."""
+    """Path of libhla_ort_op.so, building it (CMake) when missing or older than its sources.
+    ``verbose``: the one line saying what is built where (the CMake commands too with ``-v``)."""
     lib = ort_library_file()
     if build and not _is_fresh(lib, "hla_ort_op"):
         _announce(ORT_OP_LIBRARY, verbose)
-        cmake_build(["hla_ort_op"], verbose=verbose)
+        cmake_build(["hla_ort_op"], verbose=verbose and details())
     if not lib.is_file():
         raise PluginBuildError(
             f"ONNX Runtime custom-op library not found at {lib}"
@@ -186,7 +194,7 @@ def ort_runner_path(build: bool = True, verbose: bool = True) -> Path:
     exe = ort_runner_file()
     if build and not _is_fresh(exe, ORT_RUNNER):
         _announce(f"{ORT_OP_LIBRARY} and {ORT_RUNNER}", verbose)
-        cmake_build(["hla_ort_op", ORT_RUNNER], verbose=verbose)
+        cmake_build(["hla_ort_op", ORT_RUNNER], verbose=verbose and details())
     elif exe.is_file():
         ort_soname_link(build_dir())  # keep libonnxruntime.so.1 pointing at the installed wheel
     if not exe.is_file():

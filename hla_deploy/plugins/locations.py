@@ -14,7 +14,9 @@
     source_digest(subdirs) -> str       sha256 of plugins/CMakeLists.txt and every native source under
                                         plugins/<subdirs> (names and contents)
     build_key(parts) -> str             16 hex digits: a hash of ``parts`` (sources digest, onnxruntime
-                                        version, CUDA setting, ...) and the platform
+                                        version, CUDA setting, ...) and the platform: contents, never
+                                        a path, so every clone and venv with the same sources shares it
+    nvcc_label() -> str                 the CUDA compiler's version line (``nvcc --version``), or "none"
     keyed_build_dir(kind, key) -> Path  ``cache_dir()/build/<kind>-<key>``
 
 How the sources reach an installed package: pyproject.toml maps the package ``hla_deploy._native.plugins``
@@ -25,9 +27,12 @@ layout is unchanged; in a checkout the same folder is used in place.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -110,6 +115,23 @@ def build_key(parts: Iterable[str]) -> str:
     for part in [*parts, platform.system(), platform.machine()]:
         h.update(str(part).encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: str) -> str:
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unusable ({type(e).__name__})"
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown version"
+
+
+def nvcc_label() -> str:
+    """The version line of the ``nvcc`` on PATH ("Build cuda_12.6.r12.6/compiler.34...") or "none":
+    what the build key records of the CUDA compiler (its version, not where it is)."""
+    nvcc = shutil.which("nvcc")
+    return "none" if nvcc is None else _nvcc_version(nvcc)
 
 
 def keyed_build_dir(kind: str, key: str) -> Path:

@@ -19,7 +19,8 @@ order:
    They are never installed, shipped or committed.
 
 The build directory is ``$HLA_DEPLOY_BUILD_DIR/trt``, else ``<cache>/build/trt-<key>/`` (the key a
-hash of the sources under plugins/{cmake,common,trt_hla}, the CUDA setting and the platform):
+hash of the sources under plugins/{cmake,common,trt_hla} (contents, not their folder), the CUDA
+setting, the nvcc version and the platform):
 separate from the ONNX Runtime build, since it configures plugins/ with HLA_BUILD_ORT=OFF.
 For deployment on a Jetson, build against the headers of the TensorRT you run (JetPack 6.1/6.2:
 TensorRT 10.3), e.g. ``TENSORRT_INCLUDE_DIR=/usr/include/aarch64-linux-gnu``.
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from . import locations
-from .cmake import PluginBuildError, configure_and_build, is_fresh, plugins_source_dir, require_cmake
+from .cmake import PluginBuildError, configure_and_build, details, is_fresh, plugins_source_dir, require_cmake
 
 TRT_PLUGIN_LIBRARY = "libhla_trt_plugin.so"
 TRT_PLUGIN_TARGET = "hla_trt_plugin"
@@ -59,9 +60,10 @@ _SYSTEM_INCLUDE_DIRS = (
 # ---- locations -------------------------------------------------------------------------------------
 
 def trt_build_key(with_cuda: Optional[str] = None) -> str:
-    """Hash of the plugin's sources (folder and contents), the CUDA setting and the platform."""
-    return locations.build_key([str(plugins_source_dir()), locations.source_digest(TRT_SOURCE_SUBDIRS),
-                                (with_cuda or _with_cuda_default()).upper(), shutil.which("nvcc") or "none"])
+    """Hash of the plugin's sources (contents, never their folder), the CUDA setting, the nvcc
+    version and the platform."""
+    return locations.build_key([locations.source_digest(TRT_SOURCE_SUBDIRS),
+                                (with_cuda or _with_cuda_default()).upper(), locations.nvcc_label()])
 
 
 def trt_build_dir() -> Path:
@@ -214,7 +216,7 @@ def trt_plugin_path(build: bool = True, verbose: bool = True) -> Path:
         if verbose:
             print(f"[hla-deploy] building {TRT_PLUGIN_LIBRARY} (first use for these sources) from "
                   f"{plugins_source_dir()} into {trt_build_dir()}", file=sys.stderr, flush=True)
-        build_trt_plugin(verbose=verbose)
+        build_trt_plugin(verbose=verbose and details())
     if not lib.is_file():
         raise PluginBuildError(f"TensorRT plugin library not found at {lib}"
                                + ("" if build else " (call trt_plugin_path(build=True) or run "

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from hla_deploy import OP_CONTRACT_VERSION
+from hla_deploy.extras import MissingDependencyError
 
 from .session_base import INPUTS as _INPUTS
 from .session_base import OUTPUTS as _OUTPUTS
@@ -44,6 +45,11 @@ def cuda_provider_options(device_id: int = 0, tf32: bool = False) -> Dict[str, s
     """CUDAExecutionProvider options of an OrtHLASession: the device and ``use_tf32`` "0"/"1"
     (see the module docstring for why TF32 is off unless asked for)."""
     return {"device_id": str(int(device_id)), "use_tf32": "1" if tf32 else "0"}
+
+
+class CudaProviderMissingError(RuntimeError, MissingDependencyError):
+    """device="cuda" with an onnxruntime that has no CUDAExecutionProvider (onnxruntime-gpu is the
+    optional dependency: exit status 3 in the CLI)."""
 
 
 class OrtHLASession(HLASessionBase):
@@ -97,7 +103,7 @@ class OrtHLASession(HLASessionBase):
         if device == "cuda":
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
-                raise RuntimeError(
+                raise CudaProviderMissingError(
                     f"device='cuda' needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
                     f"({ort.__version__}) offers only {available}; install onnxruntime-gpu instead "
                     f"(`pip uninstall -y onnxruntime && pip install 'hla-deploy[gpu]'`), or use device='cpu'")

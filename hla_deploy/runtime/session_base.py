@@ -5,6 +5,7 @@
     prefill(input_ids [B, T])          -> logits [B, T, V]   (state kept on the device)
     step(token_ids [B])                -> logits [B, V]
     generate(prompt_ids, max_new_tokens, temperature, top_k, seed) -> new token ids (batch 1)
+    generate_stream(...)               -> iterator: the same ids, each yielded as soon as it is sampled
 
 This class checks the inputs (token ids, state shape and dtype), keeps the two device state
 buffers that take turns as `state` (input) and `state_out` (output), and runs the generation loop
@@ -22,7 +23,7 @@ the data:
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -147,22 +148,29 @@ class HLASessionBase:
                  top_k: Optional[int] = None, seed: Optional[int] = None) -> List[int]:
         """Batch-1 generation: one prefill of the prompt, then one step per new token.
         Returns ONLY the new token ids (like hla_deploy.models.generate)."""
+        return list(self.generate_stream(prompt_ids, max_new_tokens, temperature, top_k, seed))
+
+    def generate_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+                        top_k: Optional[int] = None, seed: Optional[int] = None) -> Iterator[int]:
+        """generate, one token at a time: yields each new token id as soon as it is sampled, before
+        the step that consumes it runs. The arguments are checked here, before the first token."""
         prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
         if not prompt:
             raise ValueError("generate: prompt_ids must hold at least one token")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
         check_sampling_args(temperature, top_k)
-        rng = make_rng(seed)
-        out: List[int] = []
+        return self._stream(prompt, int(max_new_tokens), temperature, top_k, make_rng(seed))
+
+    def _stream(self, prompt: List[int], max_new_tokens: int, temperature: float, top_k: Optional[int],
+                rng) -> Iterator[int]:
         if max_new_tokens == 0:
-            return out
+            return
         self.reset(1)
         logits = self.prefill(np.asarray([prompt], dtype=np.int64))[:, -1, :]  # [1, V]
         for i in range(max_new_tokens):
             nxt = int(sample_next(logits[0], temperature, top_k, rng))
-            out.append(nxt)
+            yield nxt
             if i + 1 == max_new_tokens:
                 break
             logits = self.step(np.asarray([nxt], dtype=np.int64))
-        return out

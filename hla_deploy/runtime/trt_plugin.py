@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from typing import Union
 
+from hla_deploy.extras import MissingDependencyError
+
 #: The creator the ONNX parser looks up for an hla_deploy::HLARecurrentStep node.
 PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "HLARecurrentStep", "1", ""
 
 
-class TensorRTUnavailableError(RuntimeError):
+class TensorRTUnavailableError(RuntimeError, MissingDependencyError):
     """TensorRT (or, for TrtHLASession, a CUDA buffer provider) is not available; raised by
-    TrtHLASession and hla_deploy.exporters.tensorrt_engine.build_engine."""
+    TrtHLASession and hla_deploy.exporters.tensorrt_engine.build_engine. Also a
+    MissingDependencyError: exit status 3 in the CLI."""
 
 
 class PluginLoadError(RuntimeError):
