@@ -77,8 +77,9 @@ def test_mixed_batches_equal_each_sequence_alone(sessions):
 
 def test_steady_decoding_runs_the_pack_in_place(sessions):
     """The same sequences stepping together: one runtime call per batch and no state copied after
-    the first; one ending leaves the others running in place (its row ignored) until more than a
-    quarter of the pack is dead, then the pack is compacted once."""
+    the first; part of them stepping: gathered once (the rest compacted); one ending leaves the
+    others running in place (its row ignored) until more than a quarter of the pack is dead, then
+    the pack is compacted once."""
     sess, ref = sessions
     t = Script(SequenceTable(sess, max_sequences=8, idle_timeout_s=600))
     rng = np.random.default_rng(1)
@@ -88,8 +89,18 @@ def test_steady_decoding_runs_the_pack_in_place(sessions):
     for _ in range(4):
         t.batch([(c, [int(rng.integers(0, 256))], False, False) for c in ids])
     assert t.table.gathers == gathers and t.table.runtime_calls == 5
-    t.batch([(c, [int(rng.integers(0, 256))], False, c == 10) for c in ids])  # 10 ends
+    t.batch([(c, [int(rng.integers(0, 256))], False, False) for c in ids[:6]])  # 6 of 8: gathered, and the
+    assert t.table.gathers == gathers + 2  # 8-row pack, 6 rows gone, compacted to its 2 live ones
+    t.batch([(c, [int(rng.integers(0, 256))], False, False) for c in ids[6:]])  # that pack: in place
+    assert t.table.gathers == gathers + 2
+    for _ in range(2):
+        t.batch([(c, [int(rng.integers(0, 256))], False, False) for c in ids])  # 2 packs: gathered once
+    assert t.table.gathers == gathers + 3
+    gathers += 3
+    t.batch([(c, [int(rng.integers(0, 256))], False, c == 10) for c in ids])  # 10 ends: 1 of 8 dead
     ids.remove(10)
+    t.batch([(c, [int(rng.integers(0, 256))], False, False) for c in ids])  # in place, its row ignored
+    assert t.table.gathers == gathers
     t.batch([(c, [int(rng.integers(0, 256))], False, c in (11, 12)) for c in ids])  # 3 of 8 dead: compacted
     assert t.table.gathers == gathers + 1
     ids = ids[2:]
@@ -119,8 +130,8 @@ def test_malformed_request_fails_alone_and_changes_no_state(sessions):
 
 
 class _FailOn:
-    """A session whose runtime call fails when a batch holds token `bad` (checks pass): the
-    failure the input checks cannot see."""
+    """A session whose runtime call fails when a batch holds token `bad` (checks pass), after the
+    real call has written its outputs: the failure the input checks cannot see."""
 
     def __init__(self, sess, bad):
         self._s, self.bad = sess, bad
@@ -129,9 +140,10 @@ class _FailOn:
         return getattr(self._s, name)
 
     def _forward(self, ids, states, cur):
+        out = self._s._forward(ids, states, cur)
         if (ids == self.bad).any():
             raise RuntimeError(f"runtime failure on token {self.bad}")
-        return self._s._forward(ids, states, cur)
+        return out
 
 
 def test_runtime_failure_in_batch_is_rerun_one_by_one(sessions):
@@ -142,6 +154,9 @@ def test_runtime_failure_in_batch_is_rerun_one_by_one(sessions):
     res = t.batch([(1, [4], False, False), (2, [13], False, False), (3, [5], False, False)])
     assert isinstance(res[1], RuntimeError) and isinstance(res[0], np.ndarray) and isinstance(res[2], np.ndarray)
     assert t.table.runtime_calls == calls + 2  # the batch failed (not counted), then 1 and 3 alone
+    t.batch([(c, [6], False, False) for c in (1, 2, 3)])
+    res = t.batch([(1, [13], False, False), (2, [4], False, False), (3, [5], False, False)])  # in place
+    assert isinstance(res[0], RuntimeError) and t.table.runtime_calls == calls + 5
     t.batch([(c, [6], False, False) for c in (1, 2, 3)])
     res = t.batch([(4, [13], True, False)])  # a failed START leaves no sequence behind
     assert isinstance(res[0], RuntimeError) and 4 not in t.table
@@ -216,3 +231,21 @@ def test_sequence_table_batch_rules_with_sums():
     assert [r[:, 0].tolist() for r in res] == [[4], [8]] and s.calls[calls:] == [(2, 1)] and t.gathers == 4
     assert t.drop(3) and not t.drop(3) and t.live_ids() == [1]
     assert t.run(1, [1], False, False)[:, 0].tolist() == [5]
+
+
+def test_state_pool_reuses_host_memory_and_pairs_are_separate(sessions):
+    from hla_deploy.serving.state_rows import StatePool, gather_rows, host_view
+    sess, _ = sessions
+    pool = StatePool(sess)
+    (a, b), token = pool.pair(3)
+    assert a.data_ptr() != b.data_ptr() and list(a.shape()) == list(sess.state_shape(3)) and pool.allocated == 2
+    src = sess._new_states(2)[0]
+    host_view(src)[:] = np.arange(host_view(src).size, dtype=np.float32).reshape(host_view(src).shape)
+    gather_rows(sess, [(src, 1), None, (src, 0)], a)
+    va, vs = host_view(a), host_view(src)
+    assert np.array_equal(va[:, 0], vs[:, 1]) and not va[:, 1].any() and np.array_equal(va[:, 2], vs[:, 0])
+    pool.give_back(token)
+    (c, d), _ = pool.pair(4)  # capacity 4 (3 rounded up): the same memory, no new array
+    assert pool.allocated == 2 and {c.data_ptr(), d.data_ptr()} == {a.data_ptr(), b.data_ptr()}
+    pool.pair(2)
+    assert pool.allocated == 4

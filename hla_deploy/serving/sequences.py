@@ -13,7 +13,8 @@ The steps of one ``run_batch`` with the same length T run in ONE runtime call at
 - when they are exactly the live rows of one pack (the steady state of decoding), that pack runs
   as it is: no state is copied (rows of ended sequences get token 0 and are ignored);
 - otherwise their states are gathered into a new pack of k rows (hla_deploy.serving.state_rows),
-  which they then own; a pack left with more than a quarter of dead rows is compacted.
+  which they then own (the memory of emptied packs is reused: state_rows.StatePool); a pack left
+  with more than a quarter of dead rows is compacted.
 
 A state never leaves the device except where state_rows says so, and never mixes with another
 sequence's. Rules, for each step on its own:
@@ -37,7 +38,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Union
 
 import numpy as np
 
-from .state_rows import gather_rows
+from .state_rows import StatePool, gather_rows
 
 
 class SequenceError(ValueError):
@@ -64,11 +65,12 @@ Result = Union[np.ndarray, Exception]
 
 
 class _Pack:
-    """Two state buffers [L, n, H, N] (states[cur] is current); row i is sequence rows[i] or None."""
-    __slots__ = ("states", "cur", "rows", "n_live")
+    """Two state buffers [L, n, H, N] (states[cur] is current); row i is sequence rows[i] or None;
+    token: the StatePool's, to give the memory back when the pack empties."""
+    __slots__ = ("states", "cur", "rows", "n_live", "token")
 
-    def __init__(self, states: list, cur: int, rows: List[object]):
-        self.states, self.cur, self.rows, self.n_live = states, cur, rows, len(rows)
+    def __init__(self, states: list, cur: int, rows: List[object], token=None):
+        self.states, self.cur, self.rows, self.n_live, self.token = states, cur, rows, len(rows), token
 
 
 class _Live:
@@ -96,6 +98,7 @@ class SequenceTable:
         self.reclaimed = 0  # sequences dropped for being idle (for logs / tests)
         self.runtime_calls = 0  # session._forward calls (for logs / tests)
         self.gathers = 0  # packs built by copying states together (for logs / tests)
+        self._pool = StatePool(session)  # reuses the memory of emptied packs
 
     def __len__(self) -> int:
         return len(self._live)
@@ -204,8 +207,9 @@ class SequenceTable:
         seqs = [None if s.start else self._live[s.corrid] for s in group]
         pack = seqs[0].pack if seqs[0] is not None else None
         if pack is not None and pack.n_live == k and all(q is not None and q.pack is pack for q in seqs):
+            # exactly the live rows of one pack: it runs in place (rows of ended sequences: token 0)
             rows = [q.row for q in seqs]
-            full = np.zeros((len(pack.rows), ids.shape[1]), np.int64)  # dead rows: token 0, ignored
+            full = np.zeros((len(pack.rows), ids.shape[1]), np.int64)
             full[rows] = ids
             logits, cur = self.session._forward(full, pack.states, pack.cur)  # [n, T, V]
             self.runtime_calls += 1
@@ -213,11 +217,16 @@ class SequenceTable:
             out = logits[rows]
         else:
             sources = [None if q is None else (q.pack.states[q.pack.cur], q.row) for q in seqs]
-            states = gather_rows(self.session, sources, k)
-            self.gathers += 1
-            out, cur = self.session._forward(ids, states, 0)  # [k, T, V]
+            states, token = self._pool.pair(k)
+            try:
+                gather_rows(self.session, sources, states[0])
+                self.gathers += 1
+                out, cur = self.session._forward(ids, states, 0)  # [k, T, V]
+            except BaseException:
+                self._pool.give_back(token)
+                raise
             self.runtime_calls += 1
-            new = _Pack(states, cur, [s.corrid for s in group])
+            new = _Pack(states, cur, [s.corrid for s in group], token)
             for r, s in enumerate(group):
                 old = self._live.get(s.corrid)
                 tokens = 0 if s.start or old is None else old.tokens
@@ -231,11 +240,18 @@ class SequenceTable:
             q.tokens += ids.shape[1]
         return out
 
+    def _release(self, pack: _Pack) -> None:
+        """An emptied pack: its memory goes back to the pool (state_rows.StatePool)."""
+        self._pool.give_back(pack.token)
+        pack.states = pack.token = None
+
     def _vacate(self, seq: _Live) -> None:
         pack = seq.pack
         pack.rows[seq.row] = None
         pack.n_live -= 1
-        if pack.n_live and all(p is not pack for p in self._sparse):
+        if pack.n_live == 0:
+            self._release(pack)
+        elif all(p is not pack for p in self._sparse):
             self._sparse.append(pack)
 
     def _forget(self, corrid) -> bool:
@@ -246,18 +262,23 @@ class SequenceTable:
         return True
 
     def _compact(self) -> None:
-        """Packs with more than a quarter of dead rows: their live rows move to a pack of their own."""
+        """Packs with more than a quarter of dead rows: their live rows move to a pack of their own
+        (a dead row costs a row's compute in every call, moving a live row costs one copy)."""
         sparse, self._sparse = self._sparse, []
         for pack in sparse:
             if pack.n_live == 0 or 4 * (len(pack.rows) - pack.n_live) <= len(pack.rows):
                 continue
             live = [(r, c) for r, c in enumerate(pack.rows) if c is not None]
+            states, token = self._pool.pair(len(live))
             try:
-                states = gather_rows(self.session, [(pack.states[pack.cur], r) for r, _ in live], len(live))
+                gather_rows(self.session, [(pack.states[pack.cur], r) for r, _ in live], states[0])
             except Exception:  # e.g. out of memory: the sparse pack stays, still correct
+                self._pool.give_back(token)
                 continue
             self.gathers += 1
-            new = _Pack(states, 0, [c for _, c in live])
+            new = _Pack(states, 0, [c for _, c in live], token)
             for r, (_, c) in enumerate(live):
                 seq = self._live[c]
                 seq.pack, seq.row = new, r
+            pack.rows, pack.n_live = [None] * len(pack.rows), 0
+            self._release(pack)

@@ -1,23 +1,33 @@
-"""Gather sequences (rows of the batch dim) of a session's state buffers into one new batch.
+"""State buffers for batches of sequences: where they come from, and gathering rows into them.
 
-    states = gather_rows(session, sources, batch)   # two new buffers [L, batch, H, N] float32
-        sources[i] = (buf, row): row `row` of buffer `buf` goes to row i of states[0]; None: zeros
+    pool = StatePool(session)
+    states, token = pool.pair(n)       # two buffers [L, n, H, N] float32, contents undefined
+    gather_rows(session, sources, states[0])   # row i <- sources[i] = (buf, row); None: zeros
+    pool.give_back(token)              # the memory of a pair no longer used, for later pairs
 
-`session` is an hla-deploy runtime session; its buffers are what its ``_new_states`` returns
-(hla_deploy.runtime.session_base). The state is [L, B, H, N]: a sequence is a row of dim 1, so a
-batch of distinct sequences cannot be a view of their buffers and is copied together here, once,
-when the set of sequences batched together changes (hla_deploy.serving.sequences). By buffer kind:
+`session` is an hla-deploy runtime session (hla_deploy.runtime.session_base). The state is
+[L, B, H, N]: a sequence is a row of dim 1, so a batch of distinct sequences cannot be a view of
+their buffers and is copied together, once, when the set of sequences batched together changes
+(hla_deploy.serving.sequences).
 
-- numpy arrays, and ONNX Runtime OrtValues in host memory (CPU EP; ``OrtValue.numpy()`` is then a
-  writable view of the buffer): numpy row copies, nothing else;
-- OrtValues on a GPU (CUDA EP): each source buffer copied to the host once, the rows assembled
-  there, the result written to the new device buffer (``OrtValue.update_inplace``); not run here;
-- torch tensors (TrtHLASession): device-to-device row copies, then a stream synchronize; not run here.
-The state stays float32 in every case.
+StatePool, host memory (ONNX Runtime CPU EP, whose ``OrtValue.numpy()`` is a writable view): each
+buffer is a prefix view of a flat float32 array, wrapped as an OrtValue sharing that memory;
+arrays given back are reused for later pairs of at most their capacity (rounded up to a power of
+two rows). Fresh memory costs a page fault per 4 KiB on first touch, and on this project's VM
+those faults cost more than the row copies themselves (a pair for 64 demo-model rows is 50 MB:
+~50 ms of faults against ~5 ms of copying). The two buffers of a pair are separate memories, so
+a runtime call that fails leaves the current buffer as it was (OrtHLASession's own CPU
+``_new_states`` wraps one array twice: the op then updates in place). Other sessions: pairs from
+``session._new_states`` (torch's and ORT's CUDA allocators cache device memory themselves).
+
+gather_rows by buffer kind: host memory, numpy row copies; OrtValues on a GPU (CUDA EP), each
+source buffer copied to the host once, the rows assembled there and written to the destination
+(``OrtValue.update_inplace``), not run here; torch tensors (TrtHLASession), device-to-device row
+copies then a stream synchronize, not run here. The state stays float32 in every case.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,21 +49,57 @@ def _is_torch(buf) -> bool:
     return type(buf).__module__.split(".")[0] == "torch"
 
 
-def gather_rows(session, sources: Sequence[Source], batch: int) -> List[object]:
-    """Two new zeroed state buffers [L, batch, H, N]; row i of the first holds sources[i]."""
-    if len(sources) != batch:
-        raise ValueError(f"gather_rows: {len(sources)} sources for a batch of {batch}")
-    states = session._new_states(int(batch))
-    dst = states[0]
+class StatePool:
+    """Pairs of state buffers [L, n, H, N] for one session (see module docstring)."""
+
+    def __init__(self, session, keep: int = 4):
+        self.session, self.keep = session, int(keep)
+        probe = session._new_states(1)[0]
+        self._host = host_view(probe) is not None and not isinstance(probe, np.ndarray)
+        self._wrap = type(probe).ortvalue_from_numpy if self._host else None
+        self._row = int(np.prod(session.state_shape(1))) if self._host else 0  # floats per sequence
+        self._free: Dict[int, List[np.ndarray]] = {}  # capacity in rows -> flat arrays
+        self.allocated = 0  # flat arrays made (for logs / tests)
+
+    def pair(self, n: int):
+        """(two buffers [L, n, H, N], token for give_back)."""
+        if not self._host:
+            return self.session._new_states(int(n)), None
+        flats = [self._flat(n), self._flat(n)]
+        shape = self.session.state_shape(n)
+        size = int(np.prod(shape))
+        return [self._wrap(f[:size].reshape(shape), "cpu", 0) for f in flats], flats
+
+    def give_back(self, token) -> None:
+        if token is None:
+            return
+        for flat in token:
+            cap = flat.size // self._row
+            free = self._free.setdefault(cap, [])
+            if sum(len(v) for v in self._free.values()) < self.keep:
+                free.append(flat)
+
+    def _flat(self, n: int) -> np.ndarray:
+        fits = sorted(c for c, v in self._free.items() if v and c >= n)
+        if fits:
+            return self._free[fits[0]].pop()
+        cap = 1 << max(0, int(n) - 1).bit_length()  # n rounded up to a power of two
+        self.allocated += 1
+        return np.empty(cap * self._row, dtype=np.float32)
+
+
+def gather_rows(session, sources: Sequence[Source], dst) -> None:
+    """Row i of dst [L, len(sources), H, N] <- sources[i] = (buf, row), zeros where None."""
     picks = [(i, s) for i, s in enumerate(sources) if s is not None]
-    if not picks:
-        return states
+    zeros = [i for i, s in enumerate(sources) if s is None]
     if _is_torch(dst):
         import torch
         for i, (buf, row) in picks:
             dst[:, i].copy_(buf[:, row])
+        for i in zeros:
+            dst[:, i].zero_()
         torch.cuda.current_stream(dst.device).synchronize()
-        return states
+        return
     view = host_view(dst)
     staged = view is None
     if staged:  # a device buffer: assemble on the host, write once
@@ -67,6 +113,7 @@ def gather_rows(session, sources: Sequence[Source], batch: int) -> List[object]:
                 src = session._state_to_host(buf)
             hosts[id(buf)] = src
         view[:, i] = src[:, row]
+    for i in zeros:
+        view[:, i] = 0.0
     if staged:
         dst.update_inplace(np.ascontiguousarray(view, dtype=np.float32))
-    return states
