@@ -4,14 +4,15 @@ CPU) next to the same runtime without the server, one at a time and batched; pri
 
     python benchmarks/bench_serve.py [--model M.onnx] [--sequences 1,8,64] [--prompt 32] [--decode 64]
                                      [--instances 1] [--protocol grpc|http] [--client threads|asyncio]
-                                     [--queue-delay-us D] [--smoke]
+                                     [--queue-delay-us D] [--warmup 1] [--smoke]
 
 Each sequence: one prefill request of `--prompt` tokens (START), then `--decode` single-token
 requests (teacher-forced random ids; the last has END), all sequences concurrently, each waiting
 for its answer before it sends its next token (a closed loop, as in decoding). Clients: one thread
 and tritonclient per sequence (`--client threads`, the default: what #14 measured; HTTP always) or
 one asyncio gRPC client with one task per sequence (`--client asyncio`). Per-token
-latency = wall time of one decode request at the client. For each N, the server is a repository
+latency = wall time of one decode request at the client. Every path first runs the same work
+once unmeasured (`--warmup 1`: the first calls at each batch size allocate). For each N, the server is a repository
 with --max-sequences N (max_batch_size min(N, 64), the default queue delay unless given), started
 for that N. Baselines in the same run, one thread, no server, hla_deploy.serving.sequences over one
 OrtHLASession (intra-op threads 1, as the server's): "runtime_one_at_a_time" (SequenceTable.run per
@@ -95,7 +96,7 @@ def _input(mod, ids):
     return x
 
 
-def bench_server_threads(url, protocol, work):
+def bench_server_threads(url, protocol, work, base=1000):
     import tritonclient.grpc as grpc_mod
     import tritonclient.http as http_mod
     mod = grpc_mod if protocol == "grpc" else http_mod
@@ -106,11 +107,11 @@ def bench_server_threads(url, protocol, work):
         try:
             client = mod.InferenceServerClient(url)
             barrier.wait()
-            client.infer("hla_lm", [_input(mod, prompt)], sequence_id=1000 + c, sequence_start=True)
+            client.infer("hla_lm", [_input(mod, prompt)], sequence_id=base + c, sequence_start=True)
             mine = []
             for i, tok in enumerate(dec):
                 t = time.perf_counter()
-                r = client.infer("hla_lm", [_input(mod, [tok])], sequence_id=1000 + c, sequence_end=i == len(dec) - 1)
+                r = client.infer("hla_lm", [_input(mod, [tok])], sequence_id=base + c, sequence_end=i == len(dec) - 1)
                 mine.append(time.perf_counter() - t)
             last[c] = r.as_numpy("logits")[0, -1]
             with lock:
@@ -128,17 +129,17 @@ def bench_server_threads(url, protocol, work):
     return summarize(lat, tokens(work), time.perf_counter() - t0), errors, last
 
 
-def bench_server_asyncio(url, work):
+def bench_server_asyncio(url, work, base=1000):
     import tritonclient.grpc as grpc_mod
     import tritonclient.grpc.aio as aio
     lat, errors, last = [], [], [None] * len(work)
 
     async def one(client, c, prompt, dec):
         try:
-            await client.infer("hla_lm", [_input(grpc_mod, prompt)], sequence_id=1000 + c, sequence_start=True)
+            await client.infer("hla_lm", [_input(grpc_mod, prompt)], sequence_id=base + c, sequence_start=True)
             for i, tok in enumerate(dec):
                 t = time.perf_counter()
-                r = await client.infer("hla_lm", [_input(grpc_mod, [tok])], sequence_id=1000 + c,
+                r = await client.infer("hla_lm", [_input(grpc_mod, [tok])], sequence_id=base + c,
                                        sequence_end=i == len(dec) - 1)
                 lat.append(time.perf_counter() - t)
             last[c] = r.as_numpy("logits")[0, -1]
@@ -165,7 +166,9 @@ def run_one(n, a, model, lib, sess, vocab, tmp):
     from hla_deploy.serving.repository import write_repository
     from hla_deploy.serving.server import ServerError, TritonServer
     work = plans(n, a.prompt, a.decode, vocab, seed=n)
-    out = {"sequences": n}
+    out = {"sequences": n, "warmup_passes": a.warmup}
+    for _ in range(a.warmup):  # first calls at each batch size allocate (ORT, the state pool)
+        bench_runtime(sess, work, batched=False), bench_runtime(sess, work, batched=True)
     out["runtime_one_at_a_time"], ref_last = bench_runtime(sess, work, batched=False)
     out["runtime_batched"], batch_last = bench_runtime(sess, work, batched=True)
     delay = DEFAULT_QUEUE_DELAY_US if a.queue_delay_us is None else a.queue_delay_us
@@ -174,11 +177,13 @@ def run_one(n, a, model, lib, sess, vocab, tmp):
     out["max_batch_size"], out["queue_delay_us"] = min(n, 64), delay
     try:
         with TritonServer(repo) as srv:
-            if a.client == "asyncio" and a.protocol == "grpc":
-                out["server"], errors, last = bench_server_asyncio(srv.grpc_url, work)
-            else:
-                url = srv.grpc_url if a.protocol == "grpc" else srv.http_url
-                out["server"], errors, last = bench_server_threads(url, a.protocol, work)
+            for p in range(a.warmup + 1):  # the same work; the last pass is measured
+                base = 1000 + 1000 * (a.warmup - p)
+                if a.client == "asyncio" and a.protocol == "grpc":
+                    out["server"], errors, last = bench_server_asyncio(srv.grpc_url, work, base)
+                else:
+                    url = srv.grpc_url if a.protocol == "grpc" else srv.http_url
+                    out["server"], errors, last = bench_server_threads(url, a.protocol, work, base)
             out["server"]["errors"] = errors
     except ServerError as e:
         out["server"] = {"error": str(e)[:2000]}
@@ -202,11 +207,12 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     ap.add_argument("--client", choices=["threads", "asyncio"], default="threads")
     ap.add_argument("--queue-delay-us", type=int, default=None, help="the repository's (default: serve-repo's)")
-    ap.add_argument("--smoke", action="store_true", help="tiny run (seconds): 1 and 2 sequences, 4 + 4 tokens")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured passes of the same work first (default 1)")
+    ap.add_argument("--smoke", action="store_true", help="tiny run (seconds): 1 and 2 sequences, 4 + 4 tokens, no warm-up")
     a = ap.parse_args(argv)
     counts = [int(x) for x in a.sequences.split(",") if x.strip()]
     if a.smoke:
-        counts, a.prompt, a.decode = [1, 2], 4, 4
+        counts, a.prompt, a.decode, a.warmup = [1, 2], 4, 4, 0
     from hla_deploy.plugins import ort_library_path
     from hla_deploy.runtime.ort_session import OrtHLASession
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))

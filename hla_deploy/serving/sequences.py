@@ -98,7 +98,7 @@ class SequenceTable:
         self.reclaimed = 0  # sequences dropped for being idle (for logs / tests)
         self.runtime_calls = 0  # session._forward calls (for logs / tests)
         self.gathers = 0  # packs built by copying states together (for logs / tests)
-        self._pool = StatePool(session)  # reuses the memory of emptied packs
+        self._pool = StatePool(session, keep_rows=4 * self.max_sequences)  # reuses emptied packs' memory
 
     def __len__(self) -> int:
         return len(self._live)

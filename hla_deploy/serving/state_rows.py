@@ -4,6 +4,7 @@
     states, token = pool.pair(n)       # two buffers [L, n, H, N] float32, contents undefined
     gather_rows(session, sources, states[0])   # row i <- sources[i] = (buf, row); None: zeros
     pool.give_back(token)              # the memory of a pair no longer used, for later pairs
+                                       # (at most keep_rows sequences' worth is kept free)
 
 `session` is an hla-deploy runtime session (hla_deploy.runtime.session_base). The state is
 [L, B, H, N]: a sequence is a row of dim 1, so a batch of distinct sequences cannot be a view of
@@ -52,8 +53,8 @@ def _is_torch(buf) -> bool:
 class StatePool:
     """Pairs of state buffers [L, n, H, N] for one session (see module docstring)."""
 
-    def __init__(self, session, keep: int = 4):
-        self.session, self.keep = session, int(keep)
+    def __init__(self, session, keep_rows: int = 256):
+        self.session, self.keep_rows = session, int(keep_rows)  # free memory kept, in sequences
         probe = session._new_states(1)[0]
         self._host = host_view(probe) is not None and not isinstance(probe, np.ndarray)
         self._wrap = type(probe).ortvalue_from_numpy if self._host else None
@@ -75,9 +76,8 @@ class StatePool:
             return
         for flat in token:
             cap = flat.size // self._row
-            free = self._free.setdefault(cap, [])
-            if sum(len(v) for v in self._free.values()) < self.keep:
-                free.append(flat)
+            if sum(c * len(v) for c, v in self._free.items()) + cap <= self.keep_rows:
+                self._free.setdefault(cap, []).append(flat)
 
     def _flat(self, n: int) -> np.ndarray:
         fits = sorted(c for c, v in self._free.items() if v and c >= n)
