@@ -2,11 +2,14 @@
 tritonserver, Python backend, CPU), driven by tritonclient over gRPC and HTTP; and the
 onnxruntime / tensorrt repository configs parsed as Triton ModelConfig protobufs.
 
-One server per module (started and stopped here, bound to 127.0.0.1 on free ports).
+One server per module (started and stopped here, bound to 127.0.0.1 on free ports), and one
+more for batches formed by Triton (a long queue delay, so that each batch is exactly the requests
+sent together: Triton's statistics count the model's executions).
 Reference: the same runtime (OrtHLASession) run alone on each sequence, prefill + steps.
 """
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -187,3 +190,92 @@ def test_direct_strategy_interleaved(onnx_model, ort_library, reference, tmp_pat
     for k, chunks in seqs.items():
         for g, w in zip(got[k], ref_logits(reference, chunks)):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"sequence {k}")
+
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def batch_server(onnx_model, ort_library, tmp_path_factory):
+    """max_batch_size 4 and a 5 s queue delay: a batch runs when 4 requests of distinct sequences
+    are queued (each test sends exactly 4 at once), never earlier; every sequence is ended."""
+    if importlib_util_find("pytriton") is None:
+        pytest.skip("nvidia-pytriton (tritonserver) not installed: pip install '.[serve]'")
+    from hla_deploy.serving.repository import write_repository
+    from hla_deploy.serving.server import TritonServer
+    repo = write_repository(onnx_model, tmp_path_factory.mktemp("brepo") / "repo", max_sequences=6,
+                            max_batch_size=BATCH, queue_delay_us=5_000_000, idle_timeout_s=60, op_library=ort_library)
+    srv = TritonServer(repo, address="127.0.0.1", ready_timeout_s=120)
+    yield srv
+    assert srv.stop() == 0, srv.log_text()[-3000:]
+
+
+def infer_together(client, reqs, lead=0):
+    """reqs [(corrid, ids, start, end)] sent at once (async gRPC); [logits [T, V] | exception].
+    The first `lead` requests go 0.2 s before the others."""
+    out, left, done, lock = [None] * len(reqs), [len(reqs)], threading.Event(), threading.Lock()
+
+    def callback(k):
+        def f(result, error):
+            out[k] = error if error is not None else result.as_numpy("logits")[0]
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    done.set()
+        return f
+    for k, (c, ids, start, end) in enumerate(reqs):
+        if k == lead > 0:
+            time.sleep(0.2)
+        x = grpcclient.InferInput("input_ids", [1, len(ids)], "INT64")
+        x.set_data_from_numpy(np.asarray([ids], np.int64))
+        client.async_infer("hla_lm", [x], callback(k), sequence_id=c, sequence_start=start, sequence_end=end)
+    assert done.wait(60), "no answer within 60 s"
+    return out
+
+
+def executions(client):
+    st = client.get_inference_statistics("hla_lm", as_json=True)["model_stats"][0]
+    return int(st.get("execution_count", 0)), int(st.get("inference_count", 0))
+
+
+def test_batches_of_distinct_sequences_equal_each_alone(batch_server, reference):
+    """Rounds of 4 requests sent together, each one Triton batch (one execute, one runtime call per
+    length): equal prompts; a malformed request (id 999) that fails alone and leaves its sequence's
+    state as it was; a sequence that ends while the others go on; starts and ends in one batch.
+    A new sequence is sent first in its round: Triton frees the slot of an END request when it
+    issues it, and a START arriving after that may get that slot and wait for the next batch."""
+    client = grpcclient.InferenceServerClient(batch_server.grpc_url)
+    rng = np.random.default_rng(5)
+    tok = lambda n=1: rng.integers(0, 256, n).tolist()  # noqa: E731
+    A, B, C, D, E, F, G = 201, 202, 203, 204, 205, 206, 207
+    rounds = [
+        [(A, tok(3), True, False), (B, tok(3), True, False), (C, tok(3), True, False), (D, tok(3), True, False)],
+        [(A, tok(), False, False), (B, tok(), False, False), (C, [999], False, False), (D, tok(), False, False)],
+        [(A, tok(), False, False), (B, tok(), False, True), (C, tok(), False, False), (D, tok(), False, False)],
+        [(E, tok(), True, False), (A, tok(), False, False), (C, tok(), False, False), (D, tok(), False, True)],
+        [(F, tok(), True, False), (A, tok(), False, True), (C, tok(), False, False), (E, tok(), False, False)],
+        [(G, tok(), True, True), (C, tok(), False, True), (E, tok(), False, True), (F, tok(), False, True)],
+    ]
+    chunks, got = {}, {}
+    ex0, inf0 = executions(client)
+    t0 = time.monotonic()
+    for r, reqs in enumerate(rounds):
+        for (c, ids, start, end), res in zip(reqs, infer_together(client, reqs, lead=int(r > 0 and reqs[0][2]))):
+            if c == C and ids == [999]:
+                assert isinstance(res, InferenceServerException) and "203" in str(res) and "outside" in str(res)
+                continue
+            assert isinstance(res, np.ndarray), f"sequence {c}: {res}"
+            if start:
+                chunks[c], got[c] = [], []
+            chunks[c].append(ids)
+            got[c].append(res)
+    assert time.monotonic() - t0 < 5, "a round waited for Triton's queue delay: it was not one batch"
+    deadline = time.monotonic() + 10
+    while executions(client)[1] - inf0 < 4 * len(rounds) and time.monotonic() < deadline:
+        time.sleep(0.05)  # Triton updates its statistics after the responses
+    ex1, inf1 = executions(client)
+    assert inf1 - inf0 == 4 * len(rounds) and ex1 - ex0 == len(rounds), (ex1 - ex0, inf1 - inf0)
+    for c in chunks:
+        for g, w in zip(got[c], ref_logits(reference, chunks[c])):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"sequence {c}")
+

@@ -1,8 +1,10 @@
 """serve-repo without a server: the onnxruntime / tensorrt / python configs parsed as Triton
-ModelConfig protobufs (tritonclient's model_config_pb2) and checked field by field; the
-batch-first state rewrite against the original graph; SequenceTable rules; `hla-deploy serve`
-started and stopped with SIGTERM."""
+ModelConfig protobufs (tritonclient's model_config_pb2) and checked field by field, batching
+settings included; the batch-first state rewrite against the original graph; `hla-deploy serve`
+started and stopped with SIGTERM, its exit codes and its temporary folder. (SequenceTable:
+tests/test_serving_batch.py.)"""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,13 +42,15 @@ def _check_io(cfg, vocab=256):
 def test_implicit_state_configs(onnx_model, ort_library, tmp_path, backend, device):
     from hla_deploy.serving.repository import write_repository
     repo = write_repository(onnx_model, tmp_path / "repo", backend=backend, device=device, max_sequences=12,
-                            instances=2, idle_timeout_s=7.5, op_library=ort_library)
+                            instances=2, idle_timeout_s=7.5, op_library=ort_library, max_batch_size=8,
+                            queue_delay_us=1500)
     cfg = parse(repo)
-    assert cfg.name == "hla_lm" and cfg.backend == backend and cfg.max_batch_size == 12
+    assert cfg.name == "hla_lm" and cfg.backend == backend and cfg.max_batch_size == 8
     _check_io(cfg)
     sb = cfg.sequence_batching
     assert sb.max_sequence_idle_microseconds == 7_500_000
     assert sb.WhichOneof("strategy_choice") == "oldest" and sb.oldest.max_candidate_sequences == 12
+    assert sb.oldest.max_queue_delay_microseconds == 1500
     assert len(sb.control_input) == 0  # the graph has no control inputs: Triton keeps the state
     (st,) = sb.state
     L, H, N = _state_dims(onnx_model)
@@ -65,6 +69,7 @@ def test_implicit_state_configs(onnx_model, ort_library, tmp_path, backend, devi
     else:
         assert not cfg.model_operations.op_library_filename
         assert "trtexec" in readme and "--backend-config=tensorrt,plugins=" in readme
+        assert f"--maxShapes=input_ids:8x2048,state:8x{L}x{H}x{N}" in readme  # the engine covers batch 8
         graph = repo / "hla_lm" / "model_batch_first.onnx"
     import onnx
     g = onnx.load(str(graph), load_external_data=False).graph
@@ -73,7 +78,7 @@ def test_implicit_state_configs(onnx_model, ort_library, tmp_path, backend, devi
 
 
 def test_python_config(onnx_model, tmp_path):
-    from hla_deploy.serving.model_config import spare_slots
+    from hla_deploy.serving.model_config import DEFAULT_QUEUE_DELAY_US, spare_slots
     from hla_deploy.serving.repository import write_repository
     for strategy in ("oldest", "direct"):
         repo = write_repository(onnx_model, tmp_path / strategy, max_sequences=8, idle_timeout_s=3, strategy=strategy)
@@ -83,13 +88,20 @@ def test_python_config(onnx_model, tmp_path):
         sb = cfg.sequence_batching
         assert sb.WhichOneof("strategy_choice") == strategy
         slots = 8 + spare_slots(8)
-        assert (sb.oldest.max_candidate_sequences if strategy == "oldest" else cfg.max_batch_size) == slots
+        if strategy == "oldest":  # batches of up to max_sequences requests of distinct sequences
+            assert sb.oldest.max_candidate_sequences == slots and cfg.max_batch_size == 8
+            assert sb.oldest.max_queue_delay_microseconds == DEFAULT_QUEUE_DELAY_US
+        else:  # one batch slot per sequence
+            assert cfg.max_batch_size == slots and sb.direct.max_queue_delay_microseconds == DEFAULT_QUEUE_DELAY_US
         kinds = {c.name: c.control[0].kind for c in sb.control_input}
         C = pb.ModelSequenceBatching.Control
         assert kinds == {"START": C.CONTROL_SEQUENCE_START, "END": C.CONTROL_SEQUENCE_END,
                          "READY": C.CONTROL_SEQUENCE_READY, "CORRID": C.CONTROL_SEQUENCE_CORRID}
         assert cfg.parameters["max_sequences"].string_value == "8"
         assert (repo / "hla_lm" / "1" / "model.py").is_file() and (repo / "hla_lm" / "1" / "model.onnx").is_file()
+    cfg = parse(write_repository(onnx_model, tmp_path / "b", max_sequences=100, max_batch_size=32, queue_delay_us=0))
+    assert cfg.max_batch_size == 32 and cfg.sequence_batching.oldest.max_queue_delay_microseconds == 0
+    assert parse(write_repository(onnx_model, tmp_path / "c", max_sequences=100)).max_batch_size == 64
 
 
 def test_repository_errors(onnx_model, tmp_path):
@@ -102,6 +114,14 @@ def test_repository_errors(onnx_model, tmp_path):
         write_repository(tmp_path / "nope.onnx", tmp_path / "r")
     with pytest.raises(ValueError, match="backend"):
         write_repository(onnx_model, tmp_path / "r", backend="tf")
+    with pytest.raises(ValueError, match=r"--max-batch-size must be in 1..--max-sequences \(4\), got 5"):
+        write_repository(onnx_model, tmp_path / "r", max_sequences=4, max_batch_size=5)
+    with pytest.raises(ValueError, match="--max-batch-size applies to --strategy oldest"):
+        write_repository(onnx_model, tmp_path / "r", strategy="direct", max_batch_size=2)
+    with pytest.raises(ValueError, match="--queue-delay-us must be an integer >= 0.*-1"):
+        write_repository(onnx_model, tmp_path / "r", queue_delay_us=-1)
+    with pytest.raises(ValueError, match="direct: python backend only"):
+        write_repository(onnx_model, tmp_path / "r", backend="onnxruntime", strategy="direct")
     assert not (tmp_path / "r").exists() and [p.name for p in tmp_path.iterdir()] == ["full"]
 
 
@@ -125,45 +145,17 @@ def test_state_batch_first_matches_original(onnx_model, ort_library, tmp_path):
         state_batch_first(out, tmp_path / "bf2.onnx")
 
 
-class _FakeSession:
-    """Sum-of-tokens 'model': state += sum(ids); logits[t] = running state (checks isolation)."""
-    vocab_size = 10
-
-    def _check_ids(self, ids, name="input_ids"):
-        ids = np.asarray(ids)
-        if ids.max() >= self.vocab_size:
-            raise ValueError(f"{name} has ids outside [0, 10)")
-        return ids
-
-    def _new_states(self, b):
-        return [np.zeros(1), np.zeros(1)]
-
-    def _forward(self, ids, states, cur):
-        run = states[cur][0] + np.cumsum(ids[0])
-        states[1 - cur][:] = run[-1]
-        return np.repeat(run[None, :, None], self.vocab_size, axis=2).astype(np.float32), 1 - cur
+def _serve(repo, tmpdir, *args):
+    """`hla-deploy serve REPO ARGS` with TMPDIR = tmpdir (where its temporary folder goes)."""
+    tmpdir.mkdir(exist_ok=True)
+    err = open(tmpdir.parent / f"{tmpdir.name}.stderr", "w+")
+    p = subprocess.Popen([sys.executable, "-m", "hla_deploy", "serve", str(repo), *args], stdout=subprocess.PIPE,
+                         stderr=err, text=True, env=dict(os.environ, TMPDIR=str(tmpdir)))
+    return p, err
 
 
-def test_sequence_table_rules():
-    from hla_deploy.serving.sequences import SequenceLimitError, SequenceTable, UnknownSequenceError
-    now = [0.0]
-    t = SequenceTable(_FakeSession(), max_sequences=2, idle_timeout_s=10, clock=lambda: now[0])
-    assert t.run(1, [1, 2], start=True, end=False)[:, 0].tolist() == [1, 3]
-    assert t.run(2, [5], start=True, end=False)[:, 0].tolist() == [5]
-    assert t.run(1, [4], start=False, end=False)[:, 0].tolist() == [7]
-    with pytest.raises(SequenceLimitError, match=r"correlation id 3.*max_sequences=2"):
-        t.run(3, [1], start=True, end=False)
-    with pytest.raises(ValueError, match="outside"):
-        t.run(1, [99], start=False, end=False)
-    assert t.run(1, [1], start=False, end=False)[:, 0].tolist() == [8]  # bad request changed nothing
-    assert t.run(1, [2], start=True, end=False)[:, 0].tolist() == [2]  # START resets
-    assert t.run(2, [1], start=False, end=True)[:, 0].tolist() == [6]
-    with pytest.raises(UnknownSequenceError, match="correlation id 2"):
-        t.run(2, [1], start=False, end=False)
-    now[0] = 20.0  # sequence 1 idle > 10 s: reclaimed
-    with pytest.raises(UnknownSequenceError, match="correlation id 1"):
-        t.run(1, [1], start=False, end=False)
-    assert len(t) == 0 and t.reclaimed == 1
+def _leftovers(tmpdir):
+    return sorted(p.name for p in tmpdir.glob("hla_triton_*"))
 
 
 def test_serve_cli_starts_and_stops_on_sigterm(onnx_model, ort_library, tmp_path):
@@ -172,16 +164,51 @@ def test_serve_cli_starts_and_stops_on_sigterm(onnx_model, ort_library, tmp_path
     from hla_deploy.serving.server import free_port
     repo = write_repository(onnx_model, tmp_path / "repo", max_sequences=2, op_library=ort_library)
     g, h = free_port(), free_port()
-    p = subprocess.Popen([sys.executable, "-m", "hla_deploy", "serve", str(repo), "--grpc-port", str(g),
-                          "--http-port", str(h)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p, err = _serve(repo, tmp_path / "tmp", "--grpc-port", str(g), "--http-port", str(h))
     try:
         line = p.stdout.readline()
         assert f"127.0.0.1:{g}" in line and f"127.0.0.1:{h}" in line, line
         import tritonclient.http as httpclient
         assert httpclient.InferenceServerClient(f"127.0.0.1:{h}").is_model_ready("hla_lm")
+        assert len(_leftovers(tmp_path / "tmp")) == 1  # its temporary folder, while it serves
         p.send_signal(signal.SIGTERM)
         assert p.wait(60) == 0
         assert "stopped (tritonserver exit 0)" in p.stdout.read()
     finally:
         if p.poll() is None:
             p.kill()
+    assert _leftovers(tmp_path / "tmp") == []
+    err.seek(0)
+    log = err.read()
+    assert re.search(r"pinned_memory_pool_byte_size\s+\|\s+0\s", log), log[-3000:]  # the option reached it
+    assert "CUDA driver version is insufficient" not in log  # KIND_CPU: no pinned pool, no CUDA call for it
+
+
+def test_serve_cli_failed_start_exit_1_and_cleans_up(onnx_model, ort_library, tmp_path):
+    pytest.importorskip("pytriton", reason="nvidia-pytriton (tritonserver) not installed: pip install '.[serve]'")
+    import socket
+    from hla_deploy.serving.repository import write_repository
+    from hla_deploy.serving.server import free_port
+    repo = write_repository(onnx_model, tmp_path / "repo", max_sequences=2, op_library=ort_library)
+    with socket.socket() as busy:  # the gRPC port is taken: tritonserver exits before it is ready
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        p, err = _serve(repo, tmp_path / "tmp", "--grpc-port", str(busy.getsockname()[1]), "--http-port", str(free_port()))
+        assert p.wait(120) == 1
+    err.seek(0)
+    assert "serve: error: tritonserver exited with code 1 before it was ready" in err.read()
+    assert _leftovers(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize("flag,value", [("--grpc-port", "99999"), ("--http-port", "0"), ("--grpc-port", "x")])
+def test_serve_cli_port_out_of_range_is_usage_error(tmp_path, flag, value):
+    p = subprocess.run([sys.executable, "-m", "hla_deploy", "serve", str(tmp_path), flag, value],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert f"argument {flag}: must be a TCP port number in 1..65535, got {value}" in p.stderr
+
+
+def test_serve_cli_not_a_repository_is_exit_2(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "hla_deploy", "serve", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "nope is not a model repository" in p.stderr

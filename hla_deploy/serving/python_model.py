@@ -5,8 +5,11 @@ backend stub; imports `triton_python_backend_utils`, so only importable there. E
 instance holds one runtime session (OrtHLASession for .onnx, TrtHLASession for .plan) and a
 SequenceTable: one device state per live correlation id (see hla_deploy.serving.sequences).
 Every request is [1, T] input_ids plus the START / END / READY / CORRID control tensors; it
-gets logits [1, T, V] or an error response naming its correlation id. Null requests of the
-direct strategy (READY = 0) get an empty response and touch no state.
+gets logits [1, T, V] or an error response naming its correlation id. All requests of one
+``execute`` (a batch formed by Triton's sequence batcher: distinct sequences) go to
+SequenceTable.run_batch, which runs the steps of equal length in ONE runtime call; a request
+that fails gets its error alone. Null requests of the direct strategy (READY = 0) get an empty
+response and touch no state.
 """
 from __future__ import annotations
 
@@ -16,12 +19,16 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from hla_deploy.serving.sequences import SequenceTable
+from hla_deploy.serving.sequences import SequenceTable, Step
 
 
 def _scalar(request, name: str, default=0):
     t = pb_utils.get_input_tensor_by_name(request, name)
     return default if t is None else t.as_numpy().reshape(-1)[0].item()
+
+
+def _error(message: str):
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"hla_lm: {message}"))
 
 
 class TritonPythonModel:
@@ -43,27 +50,31 @@ class TritonPythonModel:
         self.table = SequenceTable(sess, int(params["max_sequences"]), float(params["idle_timeout_s"]))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
+        """All requests of this call: single-token steps (and prompts of equal length) of distinct
+        sequences run as one runtime call (SequenceTable.run_batch); each gets its own response."""
+        responses = [None] * len(requests)
+        steps, where = [], []
+        for k, request in enumerate(requests):
             corrid = _scalar(request, "CORRID", None)
             if corrid is None:
                 corrid = request.correlation_id()
             if not _scalar(request, "READY", 1):  # a null request (direct strategy): no state touched
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("logits", np.zeros((1, 0, self.vocab), np.float32))]))
+                responses[k] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("logits", np.zeros((1, 0, self.vocab), np.float32))])
                 continue
             try:
                 ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
-                if ids.ndim != 2 or ids.shape[0] != 1:
-                    raise ValueError(f"correlation id {corrid}: input_ids must be one sequence [1, T], "
-                                     f"got shape {list(ids.shape)}")
-                logits = self.table.run(corrid, ids[0], start=bool(_scalar(request, "START")),
-                                        end=bool(_scalar(request, "END")))
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("logits", logits[None])]))
-            except Exception as e:  # one bad request fails alone, named; the others still run
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"hla_lm: {e}")))
+                if ids.ndim == 2 and ids.shape[0] == 1:
+                    ids = ids[0]  # [T]; any other shape is refused by the table, naming the id
+                steps.append(Step(corrid, ids, bool(_scalar(request, "START")), bool(_scalar(request, "END"))))
+                where.append(k)
+            except Exception as e:
+                responses[k] = _error(f"correlation id {corrid}: {e}")
+        for k, res in zip(where, self.table.run_batch(steps)):
+            if isinstance(res, Exception):  # one bad request fails alone, named; the others still run
+                responses[k] = _error(str(res))
+            else:
+                responses[k] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", res[None])])
         return responses
 
     def finalize(self):

@@ -1,7 +1,8 @@
 """Write a Triton model repository holding one model, `hla_lm`, for an exported hla-deploy model.
 
     write_repository(model, repo, backend="python", device="cpu", max_sequences=64, instances=1,
-                     idle_timeout_s=60.0, strategy="oldest", op_library=None) -> Path
+                     idle_timeout_s=60.0, strategy="oldest", op_library=None,
+                     max_batch_size=None, queue_delay_us=DEFAULT_QUEUE_DELAY_US) -> Path
 
 backend "python": REPO/hla_lm/{config.pbtxt, 1/model.py, 1/model.onnx|model.plan}; model.py
 adds this interpreter's site-packages (or $HLA_DEPLOY_SITE_DIRS) to the stub's sys.path and runs
@@ -9,6 +10,7 @@ hla_deploy.serving.python_model. backend "onnxruntime" / "tensorrt": implicit st
 batch-first copy of the graph (hla_deploy.exporters.state_batch_first); the onnxruntime config
 names a copy of the op library in the repository (model_operations), the tensorrt variant needs
 1/model.plan built from REPO/hla_lm/model_batch_first.onnx (the command is in REPO/README.md).
+Batching (max_batch_size, queue_delay_us): hla_deploy.serving.model_config.
 The repository is built in a temp directory next to REPO and renamed into place: never half-written.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-from .model_config import MODEL_NAME, implicit_state_config, python_config
+from .model_config import DEFAULT_QUEUE_DELAY_US, MODEL_NAME, batch_size, implicit_state_config, python_config
 
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 
@@ -60,7 +62,8 @@ def _versions() -> str:
 def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLike], *, backend: str = "python",
                      device: str = "cpu", max_sequences: int = 64, instances: int = 1,
                      idle_timeout_s: float = 60.0, strategy: str = "oldest",
-                     op_library: Optional[Union[str, os.PathLike]] = None) -> Path:
+                     op_library: Optional[Union[str, os.PathLike]] = None,
+                     max_batch_size: Optional[int] = None, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> Path:
     from hla_deploy.runtime.onnx_file import read_export
 
     model, repo = Path(model), Path(repo)
@@ -71,6 +74,12 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
     if int(max_sequences) < 1 or int(instances) < 1 or not float(idle_timeout_s) > 0:
         raise ValueError(f"need max_sequences >= 1, instances >= 1, idle_timeout_s > 0; got "
                          f"{max_sequences}, {instances}, {idle_timeout_s}")
+    if strategy not in ("oldest", "direct") or (strategy == "direct" and backend != "python"):
+        raise ValueError(f"--strategy must be oldest or direct (direct: python backend only), got {strategy!r}"
+                         f"{'' if backend == 'python' else f' with --backend {backend}'}")
+    batching = dict(max_batch_size=max_batch_size, queue_delay_us=queue_delay_us)
+    python_config(1, max_sequences, instances, 1, strategy, device, {}, **batching)  # bad values: error, no files
+    mbs = None if strategy == "direct" else batch_size(max_sequences, max_batch_size)
     if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
         raise FileExistsError(f"model repository {repo} exists and is not an empty directory")
     if not model.is_file():
@@ -110,7 +119,7 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
             if op_library:
                 params["op_library"] = str(Path(op_library).absolute())
             (mdir / "config.pbtxt").write_text(python_config(vocab, max_sequences, instances, idle_us,
-                                                             strategy, device, params))
+                                                             strategy, device, params, **batching))
             (vdir / "model.py").write_text(_MODEL_PY.format(site_dirs=_site_dirs()))
             notes.append("Python backend: runs hla_deploy.runtime (ONNX Runtime + libhla_ort_op.so, or TensorRT) "
                          "in Triton's Python backend stub for this interpreter (`hla-deploy serve` sets it up).")
@@ -125,7 +134,8 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
                 shutil.copyfile(op_library, lib)
                 final_lib = repo.absolute() / MODEL_NAME / lib.name
                 (mdir / "config.pbtxt").write_text(implicit_state_config(
-                    "onnxruntime", vocab, state_dims, max_sequences, instances, idle_us, device, str(final_lib)))
+                    "onnxruntime", vocab, state_dims, max_sequences, instances, idle_us, device, str(final_lib),
+                    **batching))
                 notes.append(f"onnxruntime backend: implicit state; op library {final_lib} (absolute: edit "
                              f"op_library_filename in config.pbtxt if you move the repository). Needs a Triton "
                              f"whose onnxruntime backend is ONNX Runtime >= 1.21 (the op library uses ORT C API 21"
@@ -134,14 +144,14 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
                 bf = mdir / "model_batch_first.onnx"
                 state_batch_first(model, bf)
                 L, H, N = state_dims
-                B = min(int(max_sequences), 64)
+                B = mbs  # the engine's profile covers Triton's largest batch
                 cmd = (f"trtexec --onnx={bf} --saveEngine={vdir / 'model.plan'} "
                        f"--dynamicPlugins=<libhla_trt_plugin.so> "
                        f"--minShapes=input_ids:1x1,state:1x{L}x{H}x{N} "
                        f"--optShapes=input_ids:{B}x1,state:{B}x{L}x{H}x{N} "
                        f"--maxShapes=input_ids:{B}x2048,state:{B}x{L}x{H}x{N}")
                 (mdir / "config.pbtxt").write_text(implicit_state_config(
-                    "tensorrt", vocab, state_dims, max_sequences, instances, idle_us, "cuda"))
+                    "tensorrt", vocab, state_dims, max_sequences, instances, idle_us, "cuda", **batching))
                 notes.append(f"tensorrt backend: implicit state. Build 1/model.plan (TensorRT >= 10.3) with\n\n"
                              f"    {cmd}\n\nand start tritonserver with "
                              f"`--backend-config=tensorrt,plugins=<abs path of libhla_trt_plugin.so>` "
@@ -150,7 +160,10 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
             f"# Triton model repository: `{MODEL_NAME}` ({backend} backend, device {device})\n\n"
             f"From `{model}`. Request: input_ids INT64 [1, T] with the sequence START / END flags and a "
             f"correlation id; response: logits FP32 [1, T, vocab]. At most {max_sequences} live sequences per "
-            f"instance ({instances} instance(s)); idle sequences reclaimed after {idle_timeout_s:g} s.\n\n"
+            f"instance ({instances} instance(s)); idle sequences reclaimed after {idle_timeout_s:g} s. "
+            f"Batching: strategy {strategy}, "
+            + (f"at most {mbs} requests of distinct sequences per batch, " if mbs else "one batch slot per sequence, ")
+            + f"waiting at most {int(queue_delay_us)} us for a batch to fill.\n\n"
             + "\n\n".join(notes) + "\n\nWritten with:\n\n" + _versions() + "\n")
         os.chmod(tmp, 0o755)
         if repo.exists():

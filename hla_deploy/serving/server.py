@@ -3,6 +3,12 @@
     with TritonServer(repo, grpc_port=None, http_port=None, address="127.0.0.1") as srv:  # free ports
         srv.grpc_url, srv.http_url                      # "127.0.0.1:PORT"
 
+The server's temporary folder (/tmp/hla_triton_*: the private backend directory, the log when no
+`log` stream is given) is removed by stop(), after a failed start, and on the context exit; the
+log's text stays readable through log_text(). For a repository whose instances are KIND_CPU the
+server gets --pinned-memory-pool-byte-size=0 (no pinned host memory is needed, and no CUDA call is
+made for it: on a machine without a GPU that call printed a CUDA driver error line).
+
 By default the tritonserver that the nvidia-pytriton wheel carries (`pip install 'hla-deploy[serve]'`).
 As pytriton itself does (pytriton/triton.py, _prepare_triton_inference_server), the Python backend
 is copied into a private backend directory together with the stub built for THIS interpreter's
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -30,14 +37,33 @@ from typing import List, Optional
 
 
 class ServerError(RuntimeError):
-    """tritonserver is missing, failed to start, or did not become ready; the message says which."""
+    """tritonserver failed to start or did not become ready; the message says which."""
+
+
+class ServerMissingError(ServerError):
+    """No tritonserver: the nvidia-pytriton wheel is not installed (an optional dependency)."""
+
+
+class ServerInterrupted(ServerError):
+    """The start was cancelled (the `cancel` event was set, e.g. by SIGINT / SIGTERM)."""
+
+
+def check_port(port: int, flag: str = "port") -> int:
+    """port as an int in 1..65535, else ValueError naming `flag` and the value."""
+    try:
+        p = int(port)
+    except (TypeError, ValueError):
+        p = None
+    if p is None or isinstance(port, (bool, float)) or not 1 <= p <= 65535:
+        raise ValueError(f"{flag} must be a TCP port number in 1..65535, got {port}")
+    return p
 
 
 def pytriton_root() -> Path:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError("no tritonserver: the nvidia-pytriton wheel is not installed (pip install "
-                          "'hla-deploy[serve]'), and no --tritonserver PATH was given")
+        raise ServerMissingError("no tritonserver: the nvidia-pytriton wheel is not installed (pip install "
+                                 "'hla-deploy[serve]'), and no --tritonserver PATH was given")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -78,39 +104,47 @@ class TritonServer:
 
     def __init__(self, repo, *, grpc_port: Optional[int] = None, http_port: Optional[int] = None,
                  address: str = "127.0.0.1", tritonserver: Optional[str] = None,
-                 extra_args: Optional[List[str]] = None, ready_timeout_s: float = 120.0, log=None):
+                 extra_args: Optional[List[str]] = None, ready_timeout_s: float = 120.0, log=None,
+                 cancel: Optional[threading.Event] = None):
         self.repo = Path(repo).absolute()
-        if not (self.repo / "hla_lm" / "config.pbtxt").is_file():
-            raise ServerError(f"{self.repo} is not a model repository written by `hla-deploy serve-repo` "
-                              f"(no hla_lm/config.pbtxt)")
+        config = self.repo / "hla_lm" / "config.pbtxt"
+        if not config.is_file():
+            raise FileNotFoundError(f"{self.repo} is not a model repository written by `hla-deploy serve-repo` "
+                                    f"(no hla_lm/config.pbtxt)")
         self.address = address
-        self.grpc_port = grpc_port or free_port(address)
-        self.http_port = http_port or free_port(address)
-        self._tmp = Path(tempfile.mkdtemp(prefix="hla_triton_"))
+        self.grpc_port = free_port(address) if grpc_port is None else check_port(grpc_port, "--grpc-port")
+        self.http_port = free_port(address) if http_port is None else check_port(http_port, "--http-port")
+        if self.grpc_port == self.http_port:
+            raise ValueError(f"--grpc-port and --http-port are both {self.grpc_port}; they must differ")
         root = None
         if tritonserver is None:
             root = pytriton_root()
             binary = root / "tritonserver" / "bin" / "tritonserver"
-            backends = _backend_dir(root, self._tmp / "backends")
         else:
             binary = Path(tritonserver)
-            backends = None
-        if not binary.is_file():
-            raise ServerError(f"tritonserver binary not found: {binary}")
-        cmd = [str(binary), f"--model-repository={self.repo}", f"--grpc-address={address}",
-               f"--grpc-port={self.grpc_port}", f"--http-address={address}", f"--http-port={self.http_port}",
-               "--allow-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
-               "--disable-auto-complete-config", "--log-verbose=0"]
-        if backends is not None:
-            cmd.append(f"--backend-directory={backends}")
-        cmd += list(extra_args or [])
-        self.cmd = cmd
+            if not binary.is_file():
+                raise FileNotFoundError(f"--tritonserver {binary}: no such file")
+        self.proc = None
+        self._log_text = ""
+        self._tmp = Path(tempfile.mkdtemp(prefix="hla_triton_"))
         self.log_path = self._tmp / "tritonserver.log"
-        self._log = open(self.log_path, "wb") if log is None else log
-        self.proc = subprocess.Popen(cmd, env=server_env(root), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self._log, self._own_log = None, log is None
         try:
-            self._wait_ready(ready_timeout_s)
+            backends = _backend_dir(root, self._tmp / "backends") if root is not None else None
+            cmd = [str(binary), f"--model-repository={self.repo}", f"--grpc-address={address}",
+                   f"--grpc-port={self.grpc_port}", f"--http-address={address}", f"--http-port={self.http_port}",
+                   "--allow-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
+                   "--disable-auto-complete-config", "--log-verbose=0"]
+            if "KIND_GPU" not in config.read_text():
+                cmd.append("--pinned-memory-pool-byte-size=0")
+            if backends is not None:
+                cmd.append(f"--backend-directory={backends}")
+            cmd += list(extra_args or [])
+            self.cmd = cmd
+            self._log = open(self.log_path, "wb") if log is None else log
+            self.proc = subprocess.Popen(cmd, env=server_env(root), stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            self._wait_ready(ready_timeout_s, cancel)
         except BaseException:
             self.stop()
             raise
@@ -124,15 +158,18 @@ class TritonServer:
         return f"{self.address}:{self.http_port}"
 
     def log_text(self) -> str:
+        """The server's log (when no `log` stream was given), also after stop() removed the file."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
-            return ""
+            return self._log_text
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_ready(self, timeout_s: float, cancel: Optional[threading.Event]) -> None:
         deadline = time.monotonic() + timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                raise ServerInterrupted("interrupted before tritonserver was ready")
             if self.proc.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.proc.returncode} before it was ready; "
                                   f"log:\n{self.log_text()[-4000:]}")
@@ -146,19 +183,24 @@ class TritonServer:
         raise ServerError(f"tritonserver not ready after {timeout_s:g} s; log:\n{self.log_text()[-4000:]}")
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGINT (Triton's graceful shutdown), then SIGKILL after timeout_s; returns the exit code."""
-        if self.proc.poll() is None:
+    def stop(self, timeout_s: float = 30.0) -> Optional[int]:
+        """SIGINT (Triton's graceful shutdown), then SIGKILL after timeout_s; removes the temporary
+        folder; returns the exit code (None if the process never started)."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        shutil.rmtree(self._tmp / "backends", ignore_errors=True)
-        return self.proc.returncode
+        if self._own_log and self._log is not None:
+            self._log.close()
+        if self._tmp.exists():
+            self._log_text = self.log_text()[-200_000:]
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return None if self.proc is None else self.proc.returncode
 
     def __enter__(self):
         return self
