@@ -140,9 +140,6 @@ def reference_fails(mp, c):
     mp.setattr(backends.Reference, "run_batches", fail)
 
 
-SERVE_BATCH = pytest.mark.xfail(strict=True, reason="hla_deploy/serving/ follows the convention once the "
-                                                    "serve-batch branch is merged (not edited here); strict: "
-                                                    "remove this mark when it passes")
 
 # (id, argv(ctx), patch(monkeypatch, ctx) or None, status, needle in the one error line, marks)
 ROWS = [
@@ -250,8 +247,7 @@ ROWS = [
     ("serve-repo-missing-model", lambda c: ["serve-repo", c.tmp / "nope.onnx", "-o", c.tmp / "repo"], None, USAGE,
      "nope.onnx"),
     ("serve-usage", lambda c: ["serve", c.tmp, "--grpc-port", "abc"], None, USAGE, "--grpc-port"),
-    pytest.param("serve-not-a-repository", lambda c: ["serve", c.tmp / "nope"], None, USAGE, "nope",
-                 marks=SERVE_BATCH),
+    ("serve-not-a-repository", lambda c: ["serve", c.tmp / "nope"], None, USAGE, "nope"),
 ]
 
 
