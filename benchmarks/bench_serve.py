@@ -213,6 +213,12 @@ def main(argv=None) -> int:
     counts = [int(x) for x in a.sequences.split(",") if x.strip()]
     if a.smoke:
         counts, a.prompt, a.decode, a.warmup = [1, 2], 4, 4, 0
+    from hla_deploy.serving.server import ServerMissingError, pytriton_root
+    try:
+        pytriton_root()
+    except ServerMissingError as e:  # nothing to measure here: say so, as the GPU-only benchmarks do
+        print(json.dumps({"benchmark": "bench_serve", "smoke": a.smoke, "skipped": str(e)}), flush=True)
+        return 0
     from hla_deploy.plugins import ort_library_path
     from hla_deploy.runtime.ort_session import OrtHLASession
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
