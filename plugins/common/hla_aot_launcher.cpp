@@ -165,9 +165,26 @@ const Lookup& lookup(State& s, const Config& c, const std::string& arch) {
   return s.lookups[key] = L;
 }
 
+// What `hla-deploy build-plugins` can build (hla_deploy/plugins/kernel_configs.py: ARCHS and
+// MAX_HEAD_DIM, the Triton kernels' limits): "" when it can build c for sm_<cc>, else why not.
+constexpr int kAotArchs[] = {87, 90};
+constexpr int kAotMaxHeadDim = 128;
+
+std::string why_unbuildable(const Config& c, int cc) {
+  if (c.d > kAotMaxHeadDim || c.dv + (c.normalize ? 1 : 0) > kAotMaxHeadDim) {
+    return "the Triton kernels take d <= " + std::to_string(kAotMaxHeadDim) + " and dv + normalize <= " +
+           std::to_string(kAotMaxHeadDim) + ", this node has d=" + std::to_string(c.d) + ", dv=" + std::to_string(c.dv) +
+           ", normalize=" + std::to_string(c.normalize ? 1 : 0);
+  }
+  for (int a : kAotArchs)
+    if (a == cc) return "";
+  return "AOT kernels are built for sm_87 and sm_90 only (hla-deploy build-plugins --arch 87,90)";
+}
+
+// The command that builds c for sm_<cc> (the kernels only: no native library build can stop it).
 std::string build_command(const Config& c, int cc) {
   return "hla-deploy build-plugins --arch " + std::to_string(cc) + " --config " + c.name() +
-         " (or --model MODEL.onnx)";
+         " --kernels-only (or --model MODEL.onnx)";
 }
 
 // Logs `message` as a warning once per `key` per process. Call without holding the mutex.
@@ -181,9 +198,11 @@ void warn_once(const std::string& key, const std::string& message) {
 }
 
 std::string no_entry_warning(const Config& c, int cc, const std::string& searched) {
+  const std::string why = why_unbuildable(c, cc);
   return "HLARecurrentStep: no AOT prefill kernels for configuration " + c.name() + " on sm_" + std::to_string(cc) +
          " (kernel directories searched: " + searched + "); prefills of this configuration run the token-serial "
-         "CUDA kernel (much slower). Build them with: " + build_command(c, cc);
+         "CUDA kernel (much slower). " +
+         (why.empty() ? "Build them with: " + build_command(c, cc) : "None can be built: " + why);
 }
 
 // ---- the device of a context ------------------------------------------------------------------
