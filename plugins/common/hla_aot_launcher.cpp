@@ -24,7 +24,7 @@ namespace hla {
 namespace aot {
 namespace {
 
-constexpr uint64_t kDefaultSharedLimit = 48 * 1024;  // above it a kernel needs the opt-in attribute
+constexpr uint64_t kDefaultSharedLimit = 48 * 1024;  // static + dynamic above it: the opt-in attribute
 
 // ---- process-wide state (one mutex) --------------------------------------------------------------
 
@@ -401,8 +401,9 @@ bool function_for(const cu::Api& api, State& s, const ContextScope& ctx, const D
              std::to_string(ctx.device()) + " allows " + std::to_string(dev.optin) + " (opt-in limit)";
     return false;
   }
-  if (uint64_t(k.shared_bytes) > kDefaultSharedLimit) {
-    // as Triton's own loader does for such kernels: prefer shared memory over L1, then opt in
+  if (uint64_t(k.shared_bytes) + uint64_t(static_bytes) > kDefaultSharedLimit) {
+    // Without the opt-in a block has 48 KB, static and dynamic together. Prefer shared memory over
+    // L1, then opt in (as Triton's own loader does for its kernels, which have no static part).
     r = api.FuncSetCacheConfig(fn, cu::kFuncCachePreferShared);
     if (r != cu::kSuccess) {
       *error = "cuFuncSetCacheConfig(PREFER_SHARED) of " + k.function + " failed: " + cu::error_text(api, r);

@@ -9,7 +9,8 @@
 //      the context of the stream it is given, else the current one), after checking its sha256;
 //      checks the function's parameter count and sizes (cuFuncGetParamInfo, where the driver has
 //      it), the shared memory against THAT device's opt-in limit, and raises the function's
-//      dynamic shared-memory limit when the entry needs more than 48 KB. Thread-safe: concurrent
+//      dynamic shared-memory limit when its dynamic plus static shared memory exceed 48 KB (the
+//      default per block). Thread-safe: concurrent
 //      first calls load once;
 //   3. carves the workspace (layout() below), fills the decay slot with cuMemsetD32Async (one per
 //      run of equal values: capturable in a CUDA graph, nothing read from host memory at replay),

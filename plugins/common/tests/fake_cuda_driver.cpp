@@ -13,10 +13,14 @@
 //     static_smem <bytes>                                  (optional, every function)
 // Real cubins (ELF, EM_CUDA) are read too, as the driver reads them: a function per
 // `.text.<name>` section, its parameter sizes from the EIATTR_KPARAM_INFO records of
-// `.nv.info.<name>` (by ordinal), its static shared memory from `.nv.shared.<name>`, its required
+// `.nv.info.<name>` (by ordinal), its static shared memory from `.nv.shared.<name>` (less the
+// block's reserved 1 KB that sm_90 cubins put there, marked by a `.nv.reservedSmem` symbol), its required
 // block from EIATTR_REQNTID (cuLaunchKernel with another block: CUDA_ERROR_INVALID_VALUE, as the
 // driver). A cubin for another SM than the current context's device is refused with
 // CUDA_ERROR_NO_BINARY_FOR_GPU (209); the SM is e_flags bits 0-7 (ELF ABI version < 8) or 8-15.
+// Shared memory: without the opt-in a block has 48 KB, static and dynamic together (a function's
+// MAX_DYNAMIC_SHARED_SIZE_BYTES starts at 48 KB - its static); cuFuncSetAttribute raises it up to
+// the device's opt-in limit - static; a launch asking more dynamic memory fails (INVALID_VALUE).
 // The load's log line names the cubin's sm, and its first function's parameter sizes, static
 // shared memory and required block (tests compare them with cuobjdump's reading).
 // anything else is refused by cuModuleLoadData with CUDA_ERROR_INVALID_IMAGE (200).
@@ -47,7 +51,7 @@ struct Function {
   std::string name;
   std::vector<size_t> params;
   int static_smem = 0;
-  int max_dynamic = 48 * 1024;
+  int max_dynamic = 48 * 1024;  // set at load: 48 KB per block (static + dynamic) without the opt-in
   int ctx = 0;
   unsigned reqntid[3] = {0, 0, 0};  // real cubins: the block the kernel was compiled for (0: any)
 };
@@ -127,7 +131,7 @@ bool parse_cubin(const unsigned char* b, Module* m, int* sm) {
   if (shentsize != 64 || shnum == 0 || shstrndx >= shnum) return false;
   *sm = b[8] >= 8 ? int((flags >> 8) & 0xff) : int(flags & 0xff);
   const uint64_t size = shoff + uint64_t(shnum) * shentsize;
-  struct Sec { uint32_t name, type; uint64_t off, size; };
+  struct Sec { uint32_t name, type; uint64_t off, size; uint32_t link; };
   std::vector<Sec> secs(shnum);
   for (uint16_t i = 0; i < shnum; ++i) {
     const uint64_t h = shoff + uint64_t(i) * shentsize;
@@ -135,6 +139,7 @@ bool parse_cubin(const unsigned char* b, Module* m, int* sm) {
     read_at(b, size, h + 4, &secs[i].type);
     read_at(b, size, h + 24, &secs[i].off);
     read_at(b, size, h + 32, &secs[i].size);
+    read_at(b, size, h + 40, &secs[i].link);
   }
   auto name_of = [&](const Sec& s) { return std::string(reinterpret_cast<const char*>(b + secs[shstrndx].off + s.name)); };
   auto find = [&](const std::string& n) -> const Sec* {
@@ -142,12 +147,30 @@ bool parse_cubin(const unsigned char* b, Module* m, int* sm) {
       if (name_of(s) == n) return &s;
     return nullptr;
   };
+  // sm_90 cubins place the block's reserved shared memory (1 KB, the device's
+  // RESERVED_SHARED_MEMORY_PER_BLOCK, for the system) at the start of each function's
+  // .nv.shared.<name>, marked by a `.nv.reservedSmem.*` symbol: not the function's static shared
+  // memory (SHARED_SIZE_BYTES) and not counted against the per-block limits.
+  bool reserved_smem = false;
+  for (const Sec& s : secs) {
+    if (s.type != 2 || s.link >= shnum) continue;  // SHT_SYMTAB; its names in section `link`
+    for (uint64_t e = s.off; e + 24 <= s.off + s.size; e += 24) {
+      uint32_t name = 0;
+      std::memcpy(&name, b + e, 4);
+      const char* n = reinterpret_cast<const char*>(b + secs[s.link].off + name);
+      if (std::strncmp(n, ".nv.reservedSmem", 16) == 0) reserved_smem = true;
+    }
+  }
+  constexpr int kReservedSmem = 1024;
   for (const Sec& s : secs) {
     const std::string n = name_of(s);
     if (n.compare(0, 6, ".text.") != 0) continue;
     std::unique_ptr<Function> fn(new Function());
     fn->name = n.substr(6);
-    if (const Sec* sh = find(".nv.shared." + fn->name)) fn->static_smem = int(sh->size);
+    if (const Sec* sh = find(".nv.shared." + fn->name)) {
+      fn->static_smem = int(sh->size);
+      if (reserved_smem) fn->static_smem = fn->static_smem > kReservedSmem ? fn->static_smem - kReservedSmem : 0;
+    }
     std::map<uint16_t, size_t> params;  // ordinal -> bytes
     if (const Sec* info = find(".nv.info." + fn->name)) {
       for (uint64_t p = info->off; p + 4 <= info->off + info->size;) {
@@ -405,6 +428,7 @@ FAKE_API Result cuModuleLoadData(void** module, const void* image) {
     }
     for (auto& fn : m->functions) fn->static_smem = static_smem;
   }
+  for (auto& fn : m->functions) fn->max_dynamic = fn->static_smem < 48 * 1024 ? 48 * 1024 - fn->static_smem : 0;
   record(f, "{\"call\": \"cuModuleLoadData\", \"ctx\": " + std::to_string(1000 + t_current) + ", \"function\": \"" +
                 first + "\"" + extra + "}");
   *module = m.get();
