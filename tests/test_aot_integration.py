@@ -418,3 +418,35 @@ def test_no_build_command_is_suggested_that_cannot_build(no_kernels, case):
     name, got_cc, cmd, text = _warning(capi, fake, cc, *node)
     assert (name, got_cc) == (config, cc)
     assert cmd is None and why in text, text
+
+
+# ---- the launcher searches where build-plugins writes ------------------------------------------------
+
+@pytest.mark.parametrize("env", ["absolute", "tilde", "relative", "xdg", "xdg-tilde", "home"])
+def test_launcher_searches_the_directory_build_plugins_writes(capi_fake, monkeypatch, tmp_path, env):
+    """The launcher's last search directory is `hla-deploy build-plugins`' default kernel directory
+    (hla_deploy.plugins.kernel_dir.default_kernel_dir) for every way the cache can be named, also
+    when the variable holds a literal ~ (a Dockerfile ENV, a systemd unit: no shell expanded it)."""
+    from hla_deploy.plugins.kernel_dir import default_kernel_dir
+    capi, _ = capi_fake
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HLA_DEPLOY_KERNEL_DIR", raising=False)
+    for var in ("HLA_DEPLOY_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    if env == "absolute":
+        monkeypatch.setenv("HLA_DEPLOY_CACHE", str(tmp_path / "c"))
+    elif env == "tilde":
+        monkeypatch.setenv("HLA_DEPLOY_CACHE", "~/hc")
+    elif env == "relative":
+        monkeypatch.setenv("HLA_DEPLOY_CACHE", "rel/cache")
+    elif env == "xdg":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    elif env == "xdg-tilde":
+        monkeypatch.setenv("XDG_CACHE_HOME", "~/xdg")
+    capi.aot_reset()
+    searched = capi.aot_search_dirs()[-1]
+    assert os.path.isabs(searched), searched
+    assert os.path.realpath(searched) == os.path.realpath(default_kernel_dir()), (env, searched)

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -91,13 +92,29 @@ std::string library_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// A path as hla_deploy.plugins.locations reads one (Path(x).expanduser().resolve(), without the
+// symlinks): a leading ~ is $HOME (environment variables are not always set by a shell), a relative
+// path is taken from the working directory.
+std::string user_path(const std::string& path) {
+  std::string p = path;
+  if (p == "~" || p.compare(0, 2, "~/") == 0) {
+    const char* h = std::getenv("HOME");
+    p = std::string(h != nullptr ? h : "") + p.substr(1);
+  }
+  if (!p.empty() && p[0] != '/') {
+    char buf[4096];
+    if (getcwd(buf, sizeof(buf)) != nullptr) p = std::string(buf) + "/" + p;
+  }
+  return p;
+}
+
+// hla_deploy.plugins.locations.cache_dir(): where `hla-deploy build-plugins` writes kernels/.
 std::string cache_dir() {
   const char* c = std::getenv("HLA_DEPLOY_CACHE");
-  if (c != nullptr && c[0] != '\0') return c;
+  if (c != nullptr && c[0] != '\0') return user_path(c);
   const char* x = std::getenv("XDG_CACHE_HOME");
-  if (x != nullptr && x[0] != '\0') return std::string(x) + "/hla-deploy";
-  const char* h = std::getenv("HOME");
-  return std::string(h != nullptr ? h : "") + "/.cache/hla-deploy";
+  if (x != nullptr && x[0] != '\0') return user_path(x) + "/hla-deploy";
+  return user_path("~/.cache/hla-deploy");
 }
 
 void ensure_dirs(State& s) {
@@ -109,6 +126,7 @@ void ensure_dirs(State& s) {
     std::string d;
     while (std::getline(ss, d, ':')) {
       if (d.empty()) continue;
+      d = user_path(d);
       s.dirs.push_back(d);
       s.env_dirs.insert(d);
     }
