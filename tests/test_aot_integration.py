@@ -19,7 +19,6 @@ warning suggests parses in the CLI and asks for exactly that configuration.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import struct
