@@ -289,6 +289,20 @@ def test_second_call_loads_nothing_and_ridge_binds_lam(env):
     assert launches[3]["args"] == expected_args(e["kernels"][1], PTRS, align(WS), offs, 1, 64, 2, 1e-6, 0.25)
 
 
+def test_static_shared_memory_counts_toward_the_48k_default(env):
+    """48 KB of dynamic shared memory plus 1 KB of static exceed a block's default 48 KB (static and
+    dynamic together): the launcher opts in (the mock, like the driver, refuses the launch otherwise)."""
+    capi, fake, kdir = env
+    e = hla2_entry(shared=(49152, 40960))
+    k = e["kernels"][0]
+    write_dir(kdir, [e], cubins={k["cubin"]: fake_cubin(k["function"], k["params"], static_smem=1024)})
+    assert capi.aot_prefill("hla2", 1, 100, 2, 64, 64, PTRS, WS, normalize=True, dtype_name="bfloat16") == ("launched", "")
+    calls = fake.calls()
+    assert [c for c in calls if c["call"] == "cuFuncSetAttribute"] == [
+        {"call": "cuFuncSetAttribute", "function": "fwd_h_bf16", "attr": 8, "value": 49152}]
+    assert [c["function"] for c in calls if c["call"] == "cuLaunchKernel"] == ["fwd_h_bf16", "fwd_o_bf16"]
+
+
 def test_per_head_decay_is_one_memset_per_run_of_equal_values(env):
     capi, fake, kdir = env
     e = hla2_entry()

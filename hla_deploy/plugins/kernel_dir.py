@@ -228,7 +228,7 @@ def copy_kernels(src_dir, dest_dir, configs: Sequence, archs: Sequence) -> List[
             e = by_id.get((c.name, arch_dir(a)))
             if e is None or not _cubins_intact(src, e):
                 raise AOTCompileError(f"{src}: no intact entry for {c.name} on {arch_dir(a)} "
-                                      f"(run `hla-deploy build-plugins --arch {a} --config {c.name}`)")
+                                      f"(run `hla-deploy build-plugins --arch {a} --config {c.name} --kernels-only`)")
             chosen.append(e)
     for e in chosen:
         for k in e["kernels"]:

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -24,7 +25,7 @@ namespace hla {
 namespace aot {
 namespace {
 
-constexpr uint64_t kDefaultSharedLimit = 48 * 1024;  // above it a kernel needs the opt-in attribute
+constexpr uint64_t kDefaultSharedLimit = 48 * 1024;  // static + dynamic above it: the opt-in attribute
 
 // ---- process-wide state (one mutex) --------------------------------------------------------------
 
@@ -91,13 +92,29 @@ std::string library_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// A path as hla_deploy.plugins.locations reads one (Path(x).expanduser().resolve(), without the
+// symlinks): a leading ~ is $HOME (environment variables are not always set by a shell), a relative
+// path is taken from the working directory.
+std::string user_path(const std::string& path) {
+  std::string p = path;
+  if (p == "~" || p.compare(0, 2, "~/") == 0) {
+    const char* h = std::getenv("HOME");
+    p = std::string(h != nullptr ? h : "") + p.substr(1);
+  }
+  if (!p.empty() && p[0] != '/') {
+    char buf[4096];
+    if (getcwd(buf, sizeof(buf)) != nullptr) p = std::string(buf) + "/" + p;
+  }
+  return p;
+}
+
+// hla_deploy.plugins.locations.cache_dir(): where `hla-deploy build-plugins` writes kernels/.
 std::string cache_dir() {
   const char* c = std::getenv("HLA_DEPLOY_CACHE");
-  if (c != nullptr && c[0] != '\0') return c;
+  if (c != nullptr && c[0] != '\0') return user_path(c);
   const char* x = std::getenv("XDG_CACHE_HOME");
-  if (x != nullptr && x[0] != '\0') return std::string(x) + "/hla-deploy";
-  const char* h = std::getenv("HOME");
-  return std::string(h != nullptr ? h : "") + "/.cache/hla-deploy";
+  if (x != nullptr && x[0] != '\0') return user_path(x) + "/hla-deploy";
+  return user_path("~/.cache/hla-deploy");
 }
 
 void ensure_dirs(State& s) {
@@ -109,6 +126,7 @@ void ensure_dirs(State& s) {
     std::string d;
     while (std::getline(ss, d, ':')) {
       if (d.empty()) continue;
+      d = user_path(d);
       s.dirs.push_back(d);
       s.env_dirs.insert(d);
     }
@@ -165,9 +183,26 @@ const Lookup& lookup(State& s, const Config& c, const std::string& arch) {
   return s.lookups[key] = L;
 }
 
+// What `hla-deploy build-plugins` can build (hla_deploy/plugins/kernel_configs.py: ARCHS and
+// MAX_HEAD_DIM, the Triton kernels' limits): "" when it can build c for sm_<cc>, else why not.
+constexpr int kAotArchs[] = {87, 90};
+constexpr int kAotMaxHeadDim = 128;
+
+std::string why_unbuildable(const Config& c, int cc) {
+  if (c.d > kAotMaxHeadDim || c.dv + (c.normalize ? 1 : 0) > kAotMaxHeadDim) {
+    return "the Triton kernels take d <= " + std::to_string(kAotMaxHeadDim) + " and dv + normalize <= " +
+           std::to_string(kAotMaxHeadDim) + ", this node has d=" + std::to_string(c.d) + ", dv=" + std::to_string(c.dv) +
+           ", normalize=" + std::to_string(c.normalize ? 1 : 0);
+  }
+  for (int a : kAotArchs)
+    if (a == cc) return "";
+  return "AOT kernels are built for sm_87 and sm_90 only (hla-deploy build-plugins --arch 87,90)";
+}
+
+// The command that builds c for sm_<cc> (the kernels only: no native library build can stop it).
 std::string build_command(const Config& c, int cc) {
   return "hla-deploy build-plugins --arch " + std::to_string(cc) + " --config " + c.name() +
-         " (or --model MODEL.onnx)";
+         " --kernels-only (or --model MODEL.onnx)";
 }
 
 // Logs `message` as a warning once per `key` per process. Call without holding the mutex.
@@ -181,9 +216,11 @@ void warn_once(const std::string& key, const std::string& message) {
 }
 
 std::string no_entry_warning(const Config& c, int cc, const std::string& searched) {
+  const std::string why = why_unbuildable(c, cc);
   return "HLARecurrentStep: no AOT prefill kernels for configuration " + c.name() + " on sm_" + std::to_string(cc) +
          " (kernel directories searched: " + searched + "); prefills of this configuration run the token-serial "
-         "CUDA kernel (much slower). Build them with: " + build_command(c, cc);
+         "CUDA kernel (much slower). " +
+         (why.empty() ? "Build them with: " + build_command(c, cc) : "None can be built: " + why);
 }
 
 // ---- the device of a context ------------------------------------------------------------------
@@ -382,8 +419,9 @@ bool function_for(const cu::Api& api, State& s, const ContextScope& ctx, const D
              std::to_string(ctx.device()) + " allows " + std::to_string(dev.optin) + " (opt-in limit)";
     return false;
   }
-  if (uint64_t(k.shared_bytes) > kDefaultSharedLimit) {
-    // as Triton's own loader does for such kernels: prefer shared memory over L1, then opt in
+  if (uint64_t(k.shared_bytes) + uint64_t(static_bytes) > kDefaultSharedLimit) {
+    // Without the opt-in a block has 48 KB, static and dynamic together. Prefer shared memory over
+    // L1, then opt in (as Triton's own loader does for its kernels, which have no static part).
     r = api.FuncSetCacheConfig(fn, cu::kFuncCachePreferShared);
     if (r != cu::kSuccess) {
       *error = "cuFuncSetCacheConfig(PREFER_SHARED) of " + k.function + " failed: " + cu::error_text(api, r);

@@ -9,7 +9,8 @@
 //      the context of the stream it is given, else the current one), after checking its sha256;
 //      checks the function's parameter count and sizes (cuFuncGetParamInfo, where the driver has
 //      it), the shared memory against THAT device's opt-in limit, and raises the function's
-//      dynamic shared-memory limit when the entry needs more than 48 KB. Thread-safe: concurrent
+//      dynamic shared-memory limit when its dynamic plus static shared memory exceed 48 KB (the
+//      default per block). Thread-safe: concurrent
 //      first calls load once;
 //   3. carves the workspace (layout() below), fills the decay slot with cuMemsetD32Async (one per
 //      run of equal values: capturable in a CUDA graph, nothing read from host memory at replay),
@@ -80,7 +81,8 @@ Status prefill(const Params& p, DType dtype, const Tensors& t, void* workspace, 
 // The kernel directories searched, in order (docs/AOT_KERNELS.md section 4): every entry of
 // $HLA_DEPLOY_KERNEL_DIR (':'-separated), hla_kernels/ beside the shared library holding this
 // code, kernels/ in the hla-deploy cache ($HLA_DEPLOY_CACHE, else $XDG_CACHE_HOME/hla-deploy, else
-// ~/.cache/hla-deploy). Read once per process.
+// ~/.cache/hla-deploy; a leading ~ in a variable is $HOME, a relative path is made absolute, as
+// hla_deploy.plugins.locations reads them). Read once per process.
 std::vector<std::string> search_dirs();
 
 // Forgets manifests, lookups, loaded modules and warnings, and re-reads the search directories

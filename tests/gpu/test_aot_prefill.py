@@ -234,6 +234,32 @@ def test_paths_taken(aot):
     assert len(log) == 1 and "hla2-n0-c0-d48-dv48-fp16" in log[0][1], log
 
 
+def test_driver_reports_no_static_shared_memory(kernel_dir):
+    """What the mocked driver (plugins/common/tests/fake_cuda_driver.cpp) assumes of real cubins, on the
+    real driver: SHARED_SIZE_BYTES 0 (an sm_90 cubin's 1 KB .nv.shared.<kernel> is the block's
+    reserved shared memory, not static) and MAX_DYNAMIC_SHARED_SIZE_BYTES 48 KB before any opt-in."""
+    import ctypes
+    import json
+    torch.zeros(1, device="cuda")  # the primary context, current on this thread
+    cu = ctypes.CDLL("libcuda.so.1")
+    major, minor = torch.cuda.get_device_capability()
+    entries = [e for e in json.loads((kernel_dir / "manifest.json").read_text())["entries"]
+               if e["arch"] == f"sm_{major}{minor}"]
+    assert entries
+    got = {}
+    for e in entries:
+        for k in e["kernels"]:
+            mod, fn, static, dyn = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_int(-1), ctypes.c_int(-1)
+            data = (kernel_dir / k["cubin"]).read_bytes()
+            assert cu.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(data)) == 0, k["cubin"]
+            assert cu.cuModuleGetFunction(ctypes.byref(fn), mod, k["function"].encode()) == 0
+            assert cu.cuFuncGetAttribute(ctypes.byref(static), 1, fn) == 0  # SHARED_SIZE_BYTES
+            assert cu.cuFuncGetAttribute(ctypes.byref(dyn), 8, fn) == 0     # MAX_DYNAMIC_SHARED_SIZE_BYTES
+            cu.cuModuleUnload(mod)
+            got[k["cubin"]] = (static.value, dyn.value)
+    assert set(got.values()) == {(0, 48 * 1024)}, got
+
+
 # ---- through the ORT CUDA op -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
