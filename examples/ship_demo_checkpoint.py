@@ -230,6 +230,7 @@ def update_benchmarks(path: Path, m: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def ship(run_dir: Path, to: Path, benchmarks: Path | None, force: bool) -> int:
+    from hla_deploy import checkpoint_manifest
     from hla_deploy.models import load_checkpoint
     src = find_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="hla-ship-") as tmp:
@@ -242,6 +243,9 @@ def ship(run_dir: Path, to: Path, benchmarks: Path | None, force: bool) -> int:
         stage.mkdir()
         for name in FILES:
             shutil.copyfile(weights if name == "model.safetensors" else src / name, stage / name)
+        # the digest every load checks, written here from the checked weights (the run's own
+        # manifest.json may be absent; a shipped folder must never keep the previous model's)
+        checkpoint_manifest.write_manifest(stage, ["model.safetensors"])
         model = load_checkpoint(stage)                                   # checks names, shapes, finiteness
         m = json.loads((src / "metrics.json").read_text())
         if m["parameters"] != model.num_parameters():
@@ -255,12 +259,12 @@ def ship(run_dir: Path, to: Path, benchmarks: Path | None, force: bool) -> int:
             return 1
         card = model_card(m, (src / "TRAINING_RUN.md").read_text(), digests, targets)
         to.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
+        for name in FILES + (checkpoint_manifest.MANIFEST_NAME,):
             shutil.copyfile(stage / name, to / f".{name}.ship")
-        for name in FILES:
+        for name in FILES + (checkpoint_manifest.MANIFEST_NAME,):
             (to / f".{name}.ship").replace(to / name)
         atomic_write_text(to / "MODEL_CARD.md", card)
-    print(f"shipped into {to}: {', '.join(FILES)}, MODEL_CARD.md")
+    print(f"shipped into {to}: {', '.join(FILES)}, {checkpoint_manifest.MANIFEST_NAME}, MODEL_CARD.md")
     if benchmarks is not None:
         update_benchmarks(benchmarks, m)
         print(f"updated the '{SECTION}' section of {benchmarks}")
