@@ -174,6 +174,7 @@ say "$(tail -n 1 "$LOG/onnxruntime_gpu.log")"
 if [ -z "${ONNXRUNTIME_INCLUDE_DIR:-}" ] && [ -f .deps/onnxruntime-1.21/usr/include/onnxruntime/onnxruntime_cxx_api.h ]; then
   export ONNXRUNTIME_INCLUDE_DIR=$ROOT/.deps/onnxruntime-1.21/usr/include/onnxruntime
 fi
+AOT_KERNEL_DIR=${HLA_GPU_AOT_KERNEL_DIR:-/tmp/hla-aot-test-kernels}  # test_aot_prefill's cubins (phase 0)
 CAPI_BUILD="import importlib.util as u; s = u.spec_from_file_location('hla_capi', 'plugins/common/hla_capi.py'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.build(cuda=True, jobs=8))"
 if [ "$DRY" = 1 ]; then
   say "dry run: would build: $PY -m hla_deploy build-plugins --with-cuda on --no-runner; and the CUDA capi: $PY -c \"$CAPI_BUILD\""
@@ -181,7 +182,18 @@ else
   say "building the ORT op library (CUDA) into $HLA_DEPLOY_BUILD_DIR and the CUDA capi library, side by side"
   run_step "$((ORDER + 1))" build_ort_op cmd 300 -- "$PY" -m hla_deploy build-plugins --with-cuda on --no-runner &
   run_step "$((ORDER + 2))" build_capi_cuda cmd 300 -- "$PY" -c "$CAPI_BUILD" &
-  ORDER=$((ORDER + 2))
+  if wanted gpu_test_aot_prefill; then  # its cubins once, here, so that its tests can run on xdist workers
+    AOT_CONFIGS=$("$PY" -c "import sys; sys.path[:0] = ['tests/gpu', 'tests']; import test_aot_prefill as t; print(' '.join('--config ' + c for c in t.CONFIGS))" 2>"$LOG/aot_configs.log")
+    AOT_ARCH=$("$PY" -c "import torch; a, b = torch.cuda.get_device_capability(); print(f'{a}{b}')" 2>>"$LOG/aot_configs.log")
+    if [ -n "$AOT_CONFIGS" ] && [ -n "$AOT_ARCH" ]; then
+      # shellcheck disable=SC2086  # $AOT_CONFIGS is many words on purpose
+      run_step "$((ORDER + 3))" build_aot_kernels cmd 300 -- "$PY" -m hla_deploy build-plugins --kernels-only \
+        --arch "$AOT_ARCH" --kernel-dir "$AOT_KERNEL_DIR" $AOT_CONFIGS &
+    else
+      say "could not list test_aot_prefill's configurations ($LOG/aot_configs.log): its session fixture builds them"
+    fi
+  fi
+  ORDER=$((ORDER + 3))
   wait
   capi=$(tail -n 1 "$LOG/build_capi_cuda.log")
   if [ -f "$capi" ]; then export HLA_CAPI_LIB=$capi; else say "the CUDA capi build failed: the capi tests build it themselves (or fail)"; fi
@@ -211,10 +223,14 @@ pytest_step() {  # name "VAR=value ..." "xdist args" pytest-args...
 for f in tests/gpu/test_*.py; do
   case $(basename "$f") in
     test_ort_cuda_ep.py) xd=$(nx "${HLA_GPU_ORT_WORKERS:-4}") ;;  # many subprocess scenarios
-    test_aot_prefill.py) xd="" ;;  # its session fixture compiles the AOT kernels: once, in one process
+    test_aot_prefill.py) xd=$(nx "${HLA_GPU_AOT_WORKERS:-6}") ;;  # ~150 cases; cubins built in phase 0
     *) xd=$(nx "${HLA_GPU_WORKERS:-2}") ;;
   esac
-  pytest_step "gpu_$(basename "$f" .py)" "" "$xd" "$f"
+  envs=""
+  if [ "$(basename "$f")" = test_aot_prefill.py ] && [ -f "$AOT_KERNEL_DIR/manifest.json" ]; then
+    envs="HLA_DEPLOY_KERNEL_DIR=$AOT_KERNEL_DIR"
+  fi
+  pytest_step "gpu_$(basename "$f" .py)" "$envs" "$xd" "$f"
 done
 SPEC_ENV="PYTHONPATH=$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"
 pytest_step triton "$SPEC_ENV HLA_TRITON_SPECS=$LOG/triton_specs.json" \
