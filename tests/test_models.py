@@ -493,11 +493,11 @@ def test_shipped_checkpoint_predicts_python():
 def test_shipped_checkpoint_greedy_sample_is_python_like():
     path = _shipped()
     model = HLALanguageModel.load(path, attn_backend="chunk")
-    text = tokenizer.decode(generate(model, tokenizer.encode("def "), 40))
-    # measured: "__init__(self, method, *args, **kwargs):\n        if not isinst"
+    text = tokenizer.decode(generate(model, tokenizer.encode("def "), 60))
+    # measured (the Triton-trained demo of 2026-12-03): "__init__(self, file, lineno, function, line):\n        if fil"
     assert "(" in text and ")" in text and text.isascii(), text
     model.attn_backend = "recurrent"
-    assert generate(model, tokenizer.encode("def "), 40) == tokenizer.encode(text)
+    assert generate(model, tokenizer.encode("def "), 60) == tokenizer.encode(text)
 
 
 # ---------------------------------------------------------------------------------- training example
