@@ -26,7 +26,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import BACKEND_NAMES  # the one list of backend names (hla_deploy/parity/__init__.py)
+from .backend_names import BACKEND_NAMES
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
