@@ -47,7 +47,7 @@ def lm_custom_export():
     cache = {}
 
     def build(key, model, dtype="fp32"):
-        from hla_deploy.exporters.export import build_onnx_model
+        from hla_deploy.exporters.onnx.export import build_onnx_model
         if (key, dtype) not in cache:
             cache[(key, dtype)] = build_onnx_model(model, op="custom", dtype=dtype)
         return cache[(key, dtype)]

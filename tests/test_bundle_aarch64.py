@@ -110,7 +110,7 @@ def aarch64_ort():
 
 @pytest.fixture(scope="module")
 def bundle_dir(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     return write_bundle(tiny_ckpt, tmp_path_factory.mktemp("bundle") / "tiny-orin", target="jetson-orin",
                         dtype="fp32", decode_steps=8, tarball=False,
                         kernels=False)  # the AOT cubins: tests/test_bundle_jetson.py, test_bundle_kernels.py

@@ -46,7 +46,7 @@ _KERNELS_SKIPPED = []  # why the orin bundle has no AOT cubins (no Triton, or pt
 
 @pytest.fixture(scope="module")
 def orin_bundle(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     from hla_deploy.plugins.triton_aot import AOTCompileError
     root = tmp_path_factory.mktemp("orin")
     kw = dict(target="jetson-orin", decode_steps=4, max_seq=512, tarball=False, kernel_dir=root / "kernel-cache")
@@ -176,14 +176,14 @@ def _engine_sh_flags(text: str):
 
 
 def test_engine_sh_flags_are_trtexec_10_3s():
-    from hla_deploy.exporters.bundle_scripts import ENGINE_SH, ENGINE_TRTEXEC_FLAGS, TRTEXEC_10_3_FLAGS
+    from hla_deploy.exporters.bundle.scripts import ENGINE_SH, ENGINE_TRTEXEC_FLAGS, TRTEXEC_10_3_FLAGS
     flags = _engine_sh_flags(ENGINE_SH)
     assert sorted(set(flags)) == sorted(ENGINE_TRTEXEC_FLAGS)
     assert set(flags) <= TRTEXEC_10_3_FLAGS
 
 
 def test_trtexec_10_3_flag_list_matches_nvidias_help_text():
-    from hla_deploy.exporters.bundle_scripts import TRTEXEC_10_3_FLAGS
+    from hla_deploy.exporters.bundle.scripts import TRTEXEC_10_3_FLAGS
     if not (TRT_REPO / "HEAD").exists() and not (TRT_REPO / ".git").exists():
         pytest.skip(f"NVIDIA/TensorRT repository mirror not at {TRT_REPO} (set HLA_TRT_REPO)")
     proc = subprocess.run(["git", "-C", str(TRT_REPO), "show", "release/10.3:samples/common/sampleOptions.cpp"],

@@ -26,7 +26,7 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def x86_bundle(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     root = tmp_path_factory.mktemp("x86")
     return write_bundle(tiny_ckpt, root / "tiny-x86", target="x86-cuda", decode_steps=2, max_seq=64,
                         tarball=False, kernel_dir=root / "kernel-cache")

@@ -95,7 +95,7 @@ def fake_tensorrt(mp, c):
     mod = types.ModuleType("tensorrt")
     mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     mp.setitem(sys.modules, "tensorrt", mod)
-    from hla_deploy.exporters import tensorrt_engine
+    from hla_deploy.exporters.tensorrt import engine as tensorrt_engine
 
     def fail(*a, **k):
         raise tensorrt_engine.EngineBuildError("simulated: the TensorRT parser rejected the network")
@@ -175,7 +175,7 @@ ROWS = [
     ("export-failure", lambda c: ["export", c.ckpt, "-o", c.tmp / "m.onnx"],
      raising("onnx.save_model", OSError(errno.ENOSPC, "No space left on device")), FAILURE, "No space left"),
     ("export-interrupted", lambda c: ["export", c.ckpt, "-o", c.tmp / "m.onnx"],
-     raising("hla_deploy.exporters.export.build_onnx_model", KeyboardInterrupt), INTERRUPTED, None),
+     raising("hla_deploy.exporters.onnx.export.build_onnx_model", KeyboardInterrupt), INTERRUPTED, None),
     # build-plugins ----------------------------------------------------------------------------
     ("build-plugins-usage", lambda c: ["build-plugins", "--with-cuda", "maybe"], None, USAGE, "--with-cuda"),
     ("build-plugins-build-dir-under-a-file", lambda c: ["build-plugins", "--build-dir", c.a_file / "b"], None,

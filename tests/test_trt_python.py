@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from hla_deploy.exporters import cli_build_engine
-from hla_deploy.exporters.tensorrt_engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
+from hla_deploy.exporters.tensorrt import cli_build_engine
+from hla_deploy.exporters.tensorrt.engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
                                        onnx_model_info, profile_shapes, trtexec_command)
 
 

@@ -424,7 +424,7 @@ class TrtBackend(_SessionBackend):
         ok, why = _cuda_available()
         if not ok:
             raise BackendSkipped(why)
-        from hla_deploy.exporters.tensorrt_engine import build_engine
+        from hla_deploy.exporters.tensorrt.engine import build_engine
         from hla_deploy.runtime import TrtHLASession
         path = ctx.onnx_path("custom")
         plan = ctx.workdir / f"{Path(path).stem}_b{ctx.max_batch}.plan"

@@ -169,7 +169,7 @@ def kernel_configs_of_model(path: Union[str, os.PathLike], skipped: Optional[Lis
     shapes = _shapes(model)
     if any(n.input[0] not in shapes or n.input[2] not in shapes for n in nodes):
         try:
-            from hla_deploy.exporters import schema  # noqa: F401  registers the op's shape inference
+            from hla_deploy.exporters.node import schema  # noqa: F401  registers the op's shape inference
         except Exception:
             pass
         try:

@@ -1,4 +1,4 @@
-"""Run a TensorRT engine built from an hla-deploy export (exporters/tensorrt_engine.py).
+"""Run a TensorRT engine built from an hla-deploy export (exporters/tensorrt/engine.py).
 
     sess = TrtHLASession("model.plan")                       # loads libhla_trt_plugin.so
     logits, state_out = sess.run(input_ids, state)          # stateless, numpy in/out

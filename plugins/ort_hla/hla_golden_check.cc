@@ -5,7 +5,7 @@
 //   hla_golden_check --model MODEL.onnx --library LIBHLA_ORT_OP.so --golden golden/index.txt
 //                    [--threads N] [--json] [--label NAME]
 //
-// golden/index.txt (written by hla_deploy/exporters/bundle_golden.py), one record per line:
+// golden/index.txt (written by hla_deploy/exporters/bundle/golden.py), one record per line:
 //   hla_golden 1
 //   model_id <hex>                      the model the golden outputs come from (ONNX metadata
 //                                       hla_deploy.model_id must be the same)

@@ -3,7 +3,7 @@
 Used by onnx_standard.py (the standard-op lowering of HLARecurrentStep, spliced into exported
 graphs, and its stand-alone single-node graphs for tests and benchmarks). Stand-alone graphs use
 opset ai.onnx 17 and, for the custom node, hla_deploy 1, IR version 9; the ops the lowering emits
-mean the same in opset 18, the opset of model exports (exporters/export.py).
+mean the same in opset 18, the opset of model exports (exporters/onnx/export.py).
 """
 from __future__ import annotations
 

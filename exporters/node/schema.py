@@ -24,7 +24,7 @@ from onnx.defs import OpSchema
 
 from hla_deploy import OP_DOMAIN, OP_TYPE
 
-from .hla_attrs import check_hla_attributes, hla_state_size
+from .attrs import check_hla_attributes, hla_state_size
 
 SCHEMA_VERSION = 1
 _lock = threading.Lock()

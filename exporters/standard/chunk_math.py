@@ -1,6 +1,6 @@
 """The one-chunk form of HLARecurrentStep in numpy: the exact maths the standard-op lowering builds.
 
-`exporters/onnx_standard.py` lowers one HLARecurrentStep node to standard ONNX ops by computing
+`exporters/standard/lowering.py` lowers one HLARecurrentStep node to standard ONNX ops by computing
 the whole sequence of T tokens as ONE chunk (T x T masked matrices) with the carried state
 folded in. This module is the same computation written in numpy, line for line, so that it can
 be checked in float64 against a serial token loop (tests/test_export_standard.py) independently
@@ -40,7 +40,7 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 
-from .hla_attrs import hla_state_parts
+from ..node.attrs import hla_state_parts
 
 
 def decay_factors(decay: Union[float, Sequence[float]], H: int, T: int, dtype=np.float64):

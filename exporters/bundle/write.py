@@ -9,16 +9,16 @@ Layout of out_dir (and of out_dir + ".tar.gz", the same tree under its directory
     README.md            the device commands in order and what each prints
     bundle.env           TARGET DTYPE CUDA_ARCH L H N MAX_BATCH OPT_SEQ MAX_SEQ (sourced by the scripts)
     build.sh engine.sh check.sh tools/manifest.sh      (engine.sh on GPU targets only)
-    hla_check.py         golden check with python3 + onnxruntime + numpy (exporters/bundle_check.py)
+    hla_check.py         golden check with python3 + onnxruntime + numpy (exporters/bundle/check.py)
     model/model.onnx model/model_standard.onnx          custom-op and standard-op graphs (metadata
                          hla_deploy.model_id added)
-    golden/              reference outputs (exporters/bundle_golden.py)
+    golden/              reference outputs (exporters/bundle/golden.py)
     src/plugins/         CMakeLists.txt, cmake/, common/, ort_hla/ (+ trt_hla/ on GPU targets)
     src/onnxruntime/include/   the ONNX Runtime headers this machine built with
     hla_kernels/         GPU targets: AOT prefill cubins for the target's arch (sm_87 jetson-orin, sm_90
                          x86-cuda) of the graph's HLARecurrentStep configurations + their manifest.json,
                          compiled on this host (needs Triton; kernels=False skips them); build.sh copies
-                         them to build/lib/hla_kernels/ (exporters/bundle_kernels.py)
+                         them to build/lib/hla_kernels/ (exporters/bundle/kernels.py)
 
 The bundle is assembled in a temp directory next to out_dir and renamed into place at the end:
 a failure leaves no partial bundle (and an existing out_dir is replaced only with force=True).
@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 
 from hla_deploy._atomic import missing_parent
 
-from . import bundle_scripts
+from . import scripts as bundle_scripts
 
 TARGETS = ("jetson-orin", "x86-cuda", "cpu")
 #: CUDA architectures the TensorRT plugin is built for, per target (bundle.env CUDA_ARCH).
@@ -123,8 +123,8 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
     from hla_deploy.parity import DEFAULT_PROMPTS
     from hla_deploy.parity.tolerances import default_tolerances
 
-    from .bundle_golden import model_id, record_golden, stamp_model_id
-    from .bundle_kernels import ship_kernels
+    from .golden import model_id, record_golden, stamp_model_id
+    from .kernels import ship_kernels
     from .readme_device import device_readme
 
     if target not in TARGETS:
@@ -168,7 +168,7 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
         kernel_record = ship_kernels(graphs["custom"], b, target, kernel_dir) if (gpu and kernels) else None
         _copy_native_sources(b / "src" / "plugins", gpu)
         ort_api = _copy_ort_headers(b / "src" / "onnxruntime" / "include")
-        shutil.copy2(Path(__file__).with_name("bundle_check.py"), b / "hla_check.py")
+        shutil.copy2(Path(__file__).with_name("check.py"), b / "hla_check.py")
         opt_seq = min(int(max_seq), 128)
         env = {"TARGET": target, "DTYPE": dtype, "CUDA_ARCH": CUDA_ARCH[target], "L": config.n_layers,
                "H": config.n_heads, "N": config.state_size, "MAX_BATCH": int(max_batch), "OPT_SEQ": opt_seq,

@@ -13,7 +13,7 @@ dtype="fp32" | "fp16": fp16 converts the module's parameters and floating buffer
   HLALanguageModel / checkpoints: inputs and outputs keep their interface (ids int64, state, logits
   float32). Other modules: example_inputs are used as given: pass float16 activations and float32
   HLA states (states are float32 in every backend); outputs are what the float16 module returns.
-dynamic_shapes: as torch.export / torch.onnx take it; None = the defaults of exporters/dynamic.py
+dynamic_shapes: as torch.export / torch.onnx take it; None = the defaults of exporters/onnx/dynamic.py
   (HLALanguageModel: batch and seq of input_ids, batch of state).
 input_names / output_names: graph input / output names (defaults: the forward's parameter names;
   output_0, output_1, ...). HLALanguageModel: input_ids, state -> logits, state_out.
@@ -39,7 +39,7 @@ DTYPES = ("fp32", "fp16")
 ONNX_OPSET = 18
 
 
-from .errors import ExportError, OutputWriteError  # noqa: E402  (re-exported: hla_deploy.exporters.export.ExportError)
+from .errors import ExportError, OutputWriteError  # noqa: E402  (re-exported: hla_deploy.exporters.onnx.export.ExportError)
 
 
 def _check_options(op, dtype):
@@ -108,8 +108,8 @@ def build_onnx_model(model, example_inputs=None, *, op: str = "custom", dtype: s
     import hla_deploy
     from . import graph_checks, lm_interface
     from .dynamic import default_dynamic_shapes, positional_args, requested_dynamic_dims, run_and_find_states
-    from .onnx_standard import lower_custom_nodes
-    from .schema import register_hla_schema
+    from ..node.schema import register_hla_schema
+    from ..standard.lowering import lower_custom_nodes
     from .verify import verify_against_module
 
     _check_options(op, dtype)

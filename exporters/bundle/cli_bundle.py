@@ -1,6 +1,6 @@
 """`hla-deploy bundle CKPT -o DIR --target {jetson-orin,x86-cuda,cpu} [--dtype fp16|fp32]`.
 
-Writes a self-contained device bundle DIR and DIR.tar.gz (hla_deploy.exporters.bundle): the exported
+Writes a self-contained device bundle DIR and DIR.tar.gz (hla_deploy.exporters.bundle.write): the exported
 graphs, native sources, build.sh / engine.sh / check.sh, golden outputs, the AOT prefill cubins of the
 graph's configurations (GPU targets) and manifest.json; needs the [export] extra. Errors print
 `bundle: error: ...` and leave no partial bundle. Exit status (hla_deploy.exit_codes): 2 a bad
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     require_extra("export", "hla-deploy bundle")  # MissingDependencyError: exit 3 (hla_deploy.cli)
     from hla_deploy.models import CheckpointError
     from hla_deploy.plugins.triton_aot import AOTCompileError, TritonMissingError
-    from .bundle import BundleError, write_bundle
-    from .errors import ExportError
+    from ..onnx.errors import ExportError
+    from .write import BundleError, write_bundle
     try:
         out = write_bundle(args.checkpoint, args.output, target=args.target, dtype=args.dtype,
                            decode_steps=args.decode_steps, max_seq=args.max_seq, max_batch=args.max_batch,

@@ -2,7 +2,7 @@
 
 For every symbolic dim of the graph inputs ("batch", "seq", ...) with example size s, the graph is
 run at s + 1 and at 2 s + 1 (all symbolic dims together) in stock ONNX Runtime, custom nodes lowered
-to standard ops (exporters/onnx_standard.lower_custom_nodes: no native library needed), and its
+to standard ops (lower_custom_nodes of exporters/standard/lowering.py: no native library needed), and its
 outputs are compared with the torch module's at the same inputs. On a failure each dim is tried
 alone, and the error names the input(s) and dim(s) that break.
 
@@ -90,7 +90,7 @@ def verify_against_module(proto, module, args, fp16: bool, what: str) -> List[Tu
     import onnxruntime as ort
 
     from hla_deploy import OP_DOMAIN
-    from .onnx_standard import lower_custom_nodes
+    from ..standard.lowering import lower_custom_nodes
 
     runnable = lower_custom_nodes(proto) if any(n.domain == OP_DOMAIN for n in proto.graph.node) else proto
     so = ort.SessionOptions()

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto
 
 from .graph_builder import DTYPES, GraphBuilder
-from .hla_attrs import check_hla_attributes, hla_state_parts
+from ..node.attrs import check_hla_attributes, hla_state_parts
 
 FLOAT = TensorProto.FLOAT
 
@@ -209,7 +209,7 @@ def lower_custom_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnx import helper
 
     from hla_deploy import OP_DOMAIN, OP_TYPE
-    from .schema import register_hla_schema
+    from ..node.schema import register_hla_schema
 
     register_hla_schema()
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)

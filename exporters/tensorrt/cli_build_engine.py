@@ -1,6 +1,6 @@
 """`hla-deploy build-engine MODEL.onnx -o MODEL.plan [--fp16] [--max-batch N] [--max-seq T] [--plugin PATH]`.
 
-Builds a TensorRT engine from an exported hla-deploy ONNX model (exporters/tensorrt_engine.py)
+Builds a TensorRT engine from an exported hla-deploy ONNX model (exporters/tensorrt/engine.py)
 and prints the equivalent trtexec command. Without TensorRT's Python package the command is still
 printed, with a clear message, and the exit status is 3. Exit status: 0 built, 1 build failed,
 2 bad arguments or model, 3 TensorRT not installed.
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .tensorrt_engine import (EngineBuildError, TensorRTUnavailableError, build_engine, onnx_model_info,
+    from .engine import (EngineBuildError, TensorRTUnavailableError, build_engine, onnx_model_info,
                                   profile_shapes, trtexec_command)
 
     from hla_deploy._atomic import check_output_path

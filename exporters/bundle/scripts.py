@@ -1,4 +1,4 @@
-"""The shell scripts of a device bundle (written by hla_deploy.exporters.bundle).
+"""The shell scripts of a device bundle (written by hla_deploy.exporters.bundle.write).
 
 The scripts are fixed text; what differs between bundles is in ``bundle.env`` (sourced by every
 script): TARGET, DTYPE, CUDA_ARCH, the state dims L H N, MAX_BATCH, OPT_SEQ, MAX_SEQ.
