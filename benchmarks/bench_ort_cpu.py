@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     import torch
 
     from hla_deploy.ops import hla_attention, state_size
-    from hla_deploy.plugins import ort_library_path
-    from hla_deploy.plugins.ort_op_graph import single_node_model, single_node_session
+    from hla_deploy.native import ort_library_path
+    from hla_deploy.native.ort_op_graph import single_node_model, single_node_session
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

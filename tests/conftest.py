@@ -32,7 +32,7 @@ def tiny_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ort_library():
     """Path of the ORT custom-op library, built on first use; a failed build fails the test."""
-    from hla_deploy.plugins import PluginBuildError, ort_library_path
+    from hla_deploy.native import PluginBuildError, ort_library_path
     try:
         return ort_library_path(build=True)
     except PluginBuildError as e:

@@ -134,7 +134,7 @@ def _tokens(out: str):
 
 
 def test_aarch64_bundle_under_qemu_matches_x86(toolchain, aarch64_ort, bundle_dir, tmp_path):
-    from hla_deploy.plugins.build import onnxruntime_wheel_library
+    from hla_deploy.native.build import onnxruntime_wheel_library
 
     # ---- x86-64, natively ----
     x86 = tmp_path / "x86"

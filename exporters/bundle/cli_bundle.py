@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from hla_deploy.extras import require_extra
     require_extra("export", "hla-deploy bundle")  # MissingDependencyError: exit 3 (hla_deploy.cli)
     from hla_deploy.models import CheckpointError
-    from hla_deploy.plugins.triton_aot import AOTCompileError, TritonMissingError
+    from hla_deploy.native.triton_aot import AOTCompileError, TritonMissingError
     from ..onnx.errors import ExportError
     from .write import BundleError, write_bundle
     try:

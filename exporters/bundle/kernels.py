@@ -21,8 +21,8 @@ KERNELS_DIRNAME = "hla_kernels"
 
 
 def ship_kernels(model_onnx, bundle_dir, target: str, kernel_dir=None, verbose: bool = True) -> Optional[dict]:
-    from hla_deploy.plugins.kernel_configs import arch_dir, kernel_configs_of_model
-    from hla_deploy.plugins.kernel_dir import build_kernels, copy_kernels
+    from hla_deploy.native.kernel_configs import arch_dir, kernel_configs_of_model
+    from hla_deploy.native.kernel_dir import build_kernels, copy_kernels
 
     archs = KERNEL_ARCHS[target]
     if not archs:

@@ -68,7 +68,7 @@ def _checkpoint_dir(source, tmp: Path) -> Path:
 
 
 def _copy_native_sources(dest: Path, gpu: bool) -> None:
-    from hla_deploy.plugins.cmake import plugins_source_dir
+    from hla_deploy.native.cmake import plugins_source_dir
     src = plugins_source_dir()
     subdirs = ["cmake", "common", "ort_hla"] + (["trt_hla"] if gpu else [])
     dest.mkdir(parents=True)
@@ -84,7 +84,7 @@ def _copy_native_sources(dest: Path, gpu: bool) -> None:
 
 def _copy_ort_headers(dest: Path) -> str:
     """Copies the ORT include dir used by this machine's build; returns its ORT_API_VERSION."""
-    from hla_deploy.plugins.ort_headers import ort_include_dir
+    from hla_deploy.native.ort_headers import ort_include_dir
     inc = Path(ort_include_dir(fetch=True, verbose=False))
     shutil.copytree(inc, dest)
     m = re.search(r"#define ORT_API_VERSION (\d+)", (dest / "onnxruntime_c_api.h").read_text(errors="replace"))
@@ -144,7 +144,7 @@ def write_bundle(source, out_dir, target: str = "jetson-orin", dtype: Optional[s
         raise BundleError(f"output {out_dir}: {problem}")
     gpu = target != "cpu"
     if gpu and kernels:  # before any work: the host compiles the cubins (TritonMissingError, exit 3)
-        from hla_deploy.plugins.triton_aot import triton_package_dir
+        from hla_deploy.native.triton_aot import triton_package_dir
         triton_package_dir()
 
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=str(parent)))

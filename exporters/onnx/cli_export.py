@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from hla_deploy.plugins.cli_kernels import UsageError
+    from hla_deploy.native.cli_kernels import UsageError
     try:
         kernels = _check_kernel_options(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if kernels is not None:  # Triton missing: say so before the export, not after
-        from hla_deploy.plugins.triton_aot import TritonMissingError, triton_package_dir
+        from hla_deploy.native.triton_aot import TritonMissingError, triton_package_dir
         try:
             triton_package_dir()
         except TritonMissingError as e:
@@ -90,22 +90,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_kernel_options(args):
     """The --kernels request (arch list) validated before the export, or None; UsageError names the flag."""
-    from hla_deploy.plugins.cli_kernels import parse_arch_list
+    from hla_deploy.native.cli_kernels import parse_arch_list
     value = getattr(args, "kernels", None)
     if value is None:
         if getattr(args, "kernel_dir", None):
-            from hla_deploy.plugins.cli_kernels import UsageError
+            from hla_deploy.native.cli_kernels import UsageError
             raise UsageError("--kernel-dir needs --kernels")
         return None
     if getattr(args, "op", "custom") != "custom":
-        from hla_deploy.plugins.cli_kernels import UsageError
+        from hla_deploy.native.cli_kernels import UsageError
         raise UsageError("--kernels applies to --op custom (a standard-op graph runs no HLA kernels)")
     return parse_arch_list([value], "--kernels")
 
 
 def _build_model_kernels(path, archs, kernel_dir) -> int:
-    from hla_deploy.plugins.cli_kernels import KernelRequest, run_kernels
-    from hla_deploy.plugins.kernel_configs import ConfigError, kernel_configs_of_model
+    from hla_deploy.native.cli_kernels import KernelRequest, run_kernels
+    from hla_deploy.native.kernel_configs import ConfigError, kernel_configs_of_model
     skipped = []
     try:
         configs = kernel_configs_of_model(path, skipped=skipped)

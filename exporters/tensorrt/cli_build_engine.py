@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq", type=int, default=2048, metavar="T",
                         help="largest tokens per call (prefill chunk; default: 2048)")
     parser.add_argument("--plugin", default=None, metavar="PATH",
-                        help="libhla_trt_plugin.so (default: hla_deploy.plugins.trt_plugin_path(), built on first "
+                        help="libhla_trt_plugin.so (default: hla_deploy.native.trt_plugin_path(), built on first "
                              "use into the build cache)")
 
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if info.op != "standard":
         plugin = args.plugin
         if plugin is None:
-            from hla_deploy.plugins.trt_build import trt_plugin_file
+            from hla_deploy.native.trt_build import trt_plugin_file
             plugin = str(trt_plugin_file())
     print("equivalent trtexec command:")
     print("  " + trtexec_command(args.onnx, args.output, shapes, plugin))
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: TensorRT's Python package is not installed (`import tensorrt` fails), so no engine was "
               "built. Install TensorRT >= 10.3 (JetPack 6.1+ ships it; on x86 `pip install tensorrt`), or run "
               "the trtexec command above on a machine with TensorRT"
-              + ("" if plugin is None else " after building the plugin (`python -m hla_deploy.plugins.trt_build`)")
+              + ("" if plugin is None else " after building the plugin (`python -m hla_deploy.native.trt_build`)")
               + ".", file=sys.stderr)
         return 3
     try:

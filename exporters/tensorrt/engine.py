@@ -138,7 +138,7 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, *, fp16: bool = False
                  max_seq: int = 2048, plugin_path: Optional[PathLike] = None) -> Path:
     """Build a serialized TensorRT engine from an hla-deploy ONNX export; returns plan_path.
 
-    plugin_path: libhla_trt_plugin.so (default: hla_deploy.plugins.trt_plugin_path(), built on
+    plugin_path: libhla_trt_plugin.so (default: hla_deploy.native.trt_plugin_path(), built on
     first use); not needed for a standard-op export. The plan is written to a temporary file
     and renamed, never half-written.
     """
@@ -155,12 +155,12 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, *, fp16: bool = False
 
     if needs_plugin:
         if plugin_path is None:
-            from hla_deploy.plugins import trt_plugin_path
+            from hla_deploy.native import trt_plugin_path
             plugin_path = trt_plugin_path(build=True)
         plugin_path = Path(plugin_path)
         if not plugin_path.is_file():
             raise FileNotFoundError(f"TensorRT plugin library not found: {plugin_path} "
-                                    f"(build it with `python -m hla_deploy.plugins.trt_build`)")
+                                    f"(build it with `python -m hla_deploy.native.trt_build`)")
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -104,7 +104,7 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
     decode_steps: teacher-forced greedy decode steps after the prefill.
     dtype: precision of the backends under test (fp32|fp16|bf16); the reference is float32.
     tolerances: overrides of the per-dtype defaults (tolerances.TOLERANCE_KEYS).
-    library: the ORT custom-op library (default hla_deploy.plugins.ort_library_path()).
+    library: the ORT custom-op library (default hla_deploy.native.ort_library_path()).
     workdir: where exported graphs / engines go (default: a temp dir removed afterwards).
     log: called with progress lines (default: silent).
     """

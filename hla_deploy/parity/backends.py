@@ -147,7 +147,7 @@ class ParityContext:
     def ort_library(self) -> Path:
         if self.library is not None:
             return Path(self.library)
-        from hla_deploy.plugins import ort_library_path
+        from hla_deploy.native import ort_library_path
         self.library = Path(ort_library_path(build=True))
         return self.library
 

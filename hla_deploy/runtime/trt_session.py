@@ -73,7 +73,7 @@ class TrtHLASession(HLASessionBase):
         self.device = torch.device("cuda", int(device_id))
 
         if plugin_path is None:
-            from hla_deploy.plugins import trt_plugin_path
+            from hla_deploy.native import trt_plugin_path
             plugin_path = trt_plugin_path(build=True)
         self.plugin_path = Path(plugin_path)
         if not self.plugin_path.is_file():

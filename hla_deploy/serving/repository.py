@@ -128,7 +128,7 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
             if backend == "onnxruntime":
                 state_batch_first(model, vdir / "model.onnx")
                 if op_library is None:
-                    from hla_deploy.plugins import ort_library_path
+                    from hla_deploy.native import ort_library_path
                     op_library = ort_library_path(build=True)
                 lib = mdir / Path(op_library).name
                 shutil.copyfile(op_library, lib)

@@ -13,7 +13,7 @@ cubin it names is there with its sha256; otherwise it is compiled again and repl
 (a changed version or source recompiles). Cubin file names carry 8 hex digits of that key, so a
 process that read the old manifest never loads a new cubin under an old name.
 
-Compiling happens in worker processes (hla_deploy.plugins.aot_worker: fresh interpreters without
+Compiling happens in worker processes (hla_deploy.native.aot_worker: fresh interpreters without
 TRITON_INTERPRET, so neither the interpreter mode nor the stub driver touches the caller; ``jobs``
 of them, default min(cpu count, jobs to do)), one job per (configuration, arch), handed out as
 workers become free. The results are merged under a file lock (``<dir>/.build.lock``) into the

@@ -5,7 +5,7 @@ Resolution order (``ort_include_dir()``):
 1. ``$ONNXRUNTIME_INCLUDE_DIR`` when set (must contain ``onnxruntime_cxx_api.h``);
 2. ``<deps>/onnxruntime-1.21/usr/include/onnxruntime`` when already unpacked, ``<deps>`` being
    ``.deps/`` of a source checkout, or ``<cache>/deps/`` (``$HLA_DEPLOY_CACHE``, default
-   ``~/.cache/hla-deploy``) for an installed package (hla_deploy.plugins.locations.deps_dir);
+   ``~/.cache/hla-deploy``) for an installed package (hla_deploy.native.locations.deps_dir);
 3. otherwise download Debian's ``libonnxruntime-dev`` package of suite ``trixie`` (ORT 1.21
    headers) with ``apt-get download``, through the Debian mirror that this machine's apt sources
    already name, using a private apt configuration (temporary sources list, lists and cache
@@ -13,7 +13,7 @@ Resolution order (``ort_include_dir()``):
    ``<deps>/onnxruntime-1.21/`` (ignored by git; never site-packages).
 
 The op library is compiled against the 1.21 API (ORT_API_VERSION 21) and so loads into any
-ONNX Runtime >= 1.21. Run as ``python -m hla_deploy.plugins.ort_headers`` to fetch and print the
+ONNX Runtime >= 1.21. Run as ``python -m hla_deploy.native.ort_headers`` to fetch and print the
 include directory.
 """
 from __future__ import annotations
@@ -204,7 +204,7 @@ def ort_include_dir(fetch: bool = True, verbose: bool = True) -> Path:
             return inc
     if not fetch:
         raise OrtHeadersError(f"ONNX Runtime headers not found: set ONNXRUNTIME_INCLUDE_DIR or run "
-                              f"`python -m hla_deploy.plugins.ort_headers`")
+                              f"`python -m hla_deploy.native.ort_headers`")
     return fetch_ort_headers(verbose=verbose)
 
 

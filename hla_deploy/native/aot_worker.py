@@ -1,4 +1,4 @@
-"""Compile worker processes for the AOT kernels: ``python -m hla_deploy.plugins.aot_worker``.
+"""Compile worker processes for the AOT kernels: ``python -m hla_deploy.native.aot_worker``.
 
     run_jobs(jobs, n) -> [result]   jobs = [(config json, Toolchain, source hash)], results in order:
                                     ("ok", entry, {path: cubin bytes}) or ("error", message)
@@ -48,7 +48,7 @@ def _worker_env() -> dict:
 
 def run_jobs(jobs: Sequence[tuple], n: int) -> List[tuple]:
     results: List[tuple] = [("error", "not compiled: every compile worker exited")] * len(jobs)
-    cmd = [sys.executable, "-m", "hla_deploy.plugins.aot_worker"]
+    cmd = [sys.executable, "-m", "hla_deploy.native.aot_worker"]
     procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env())
              for _ in range(max(1, min(n, len(jobs))))]
     todo = list(enumerate(jobs))[::-1]

@@ -15,7 +15,7 @@ order:
 3. the TensorRT 10.14 headers inside the PyPI wheel ``kernel-lens==2.0.1``
    (``kernel_lens/include/tensorrt``; an unofficial, slightly edited copy, used only to compile),
    downloaded with ``pip download --no-deps`` into ``.deps/`` of a checkout (ignored by git), or
-   ``<cache>/deps/`` for an installed package (hla_deploy.plugins.locations), and unpacked there.
+   ``<cache>/deps/`` for an installed package (hla_deploy.native.locations), and unpacked there.
    They are never installed, shipped or committed.
 
 The build directory is ``$HLA_DEPLOY_BUILD_DIR/trt``, else ``<cache>/build/trt-<key>/`` (the key a
@@ -25,7 +25,7 @@ separate from the ONNX Runtime build, since it configures plugins/ with HLA_BUIL
 For deployment on a Jetson, build against the headers of the TensorRT you run (JetPack 6.1/6.2:
 TensorRT 10.3), e.g. ``TENSORRT_INCLUDE_DIR=/usr/include/aarch64-linux-gnu``.
 
-Run ``python -m hla_deploy.plugins.trt_build`` to build and print the library path.
+Run ``python -m hla_deploy.native.trt_build`` to build and print the library path.
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def cmake_build_trt(targets: Sequence[str], *, include_dir: Optional[Path] = Non
                     cuda_architectures: Optional[str] = None, cmake_args: Iterable[str] = (),
                     verbose: bool = True, jobs: Optional[int] = None) -> Path:
     """Configure ``plugins/`` (TensorRT plugin only) and build ``targets``. Returns the build dir.
-    Each target built is stamped (hla_deploy.plugins.cmake), so trt_plugin_path knows it is fresh."""
+    Each target built is stamped (hla_deploy.native.cmake), so trt_plugin_path knows it is fresh."""
     require_cmake()
     plugins_source_dir()  # a clear error before looking for headers when the sources are absent
     bdir = Path(build_dir) if build_dir is not None else trt_build_dir()
@@ -220,12 +220,12 @@ def trt_plugin_path(build: bool = True, verbose: bool = True) -> Path:
     if not lib.is_file():
         raise PluginBuildError(f"TensorRT plugin library not found at {lib}"
                                + ("" if build else " (call trt_plugin_path(build=True) or run "
-                                                   "`python -m hla_deploy.plugins.trt_build`)"))
+                                                   "`python -m hla_deploy.native.trt_build`)"))
     return lib
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hla_deploy.plugins.trt_build",
+    p = argparse.ArgumentParser(prog="python -m hla_deploy.native.trt_build",
                                 description="Build the TensorRT plugin library libhla_trt_plugin.so")
     p.add_argument("--include-dir", default=None, help="TensorRT headers (default: found or fetched)")
     p.add_argument("--build-dir", default=None,

@@ -9,7 +9,7 @@
 
 Each launch of ``hla_deploy.ops.triton.launch_plan.plan(...)`` (docs/AOT_KERNELS.md §1) becomes
 ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
-options={num_warps, num_stages})`` under a fixed-target stub driver (hla_deploy.plugins.stub_driver),
+options={num_warps, num_stages})`` under a fixed-target stub driver (hla_deploy.native.stub_driver),
 specialised exactly as the JIT specialises it on a GPU: pointers 16-byte aligned (``tt.divisibility``
 16, unless the kernel lists them in ``do_not_specialize_on_alignment``), integer scalars not at all
 (the kernels list them in ``do_not_specialize``; a kernel that does not is refused, because the JIT
@@ -24,11 +24,11 @@ the trailing ones the plan lacks are Triton's hidden scratch pointers (3.3+: glo
 profile scratch (size > 0), tensor descriptors (TMA), clusters (num_ctas > 1), cooperative or PDL
 launches, and shared memory above the arch's opt-in limit.
 
-ptxas: sm_87 uses CUDA 12.6's (PyPI nvidia-cuda-nvcc-cu12, hla_deploy.plugins.cuda126; or
+ptxas: sm_87 uses CUDA 12.6's (PyPI nvidia-cuda-nvcc-cu12, hla_deploy.native.cuda126; or
 ``$HLA_DEPLOY_PTXAS_SM87``) so that JetPack 6's driver loads the cubins; sm_90 uses what the JIT
 uses (``$TRITON_PTXAS_PATH``, else the wheel's). Both go through ``TRITON_PTXAS_PATH``, checked to
 be the one Triton then runs. Building a kernel directory from these entries (cache, manifest,
-parallel workers) is hla_deploy.plugins.kernel_dir.
+parallel workers) is hla_deploy.native.kernel_dir.
 """
 from __future__ import annotations
 
@@ -281,7 +281,7 @@ def compile_entry(cfg: KernelConfig, tc: Toolchain, source_hash: str) -> Tuple[d
     Runs in THIS process: it installs the stub driver for the duration, points TRITON_PTXAS_PATH at
     ``tc.ptxas`` and Triton's cache at a temporary folder (removed after), and needs a process where
     TRITON_INTERPRET is not set when the kernels are first imported (kernel_dir runs it in fresh
-    worker processes: hla_deploy.plugins.aot_worker)."""
+    worker processes: hla_deploy.native.aot_worker)."""
     from .stub_driver import fixed_target_driver
 
     saved = {k: os.environ.get(k) for k in ("TRITON_PTXAS_PATH", "TRITON_CACHE_DIR")}
@@ -344,7 +344,7 @@ def entry_key(cfg: KernelConfig, tc: Toolchain, source_hash: str) -> str:
 
 
 def compile_in_worker(cfg_json: dict, tc: Toolchain, source_hash: str):
-    """Worker entry point (hla_deploy.plugins.aot_worker): ("ok", entry, files), ("unsupported", message)
+    """Worker entry point (hla_deploy.native.aot_worker): ("ok", entry, files), ("unsupported", message)
     or ("error", message) (Triton's exceptions do not always pickle)."""
     try:
         entry, files = compile_entry(KernelConfig.from_json(cfg_json), tc, source_hash)

@@ -5,13 +5,13 @@
     tool_version(path) -> str                          "12.6.85" from `<tool> --version`
     CudaFetchError                                     pip could not download / unpack a wheel
 
-``<deps>`` is hla_deploy.plugins.locations.deps_dir(): ``.deps/`` of a source checkout, else
+``<deps>`` is hla_deploy.native.locations.deps_dir(): ``.deps/`` of a source checkout, else
 ``<cache>/deps/`` of an installed package. Each wheel is downloaded once (``pip download --no-deps
 --only-binary=:all:``) into ``<deps>/cuda-12.6/wheels/`` and unpacked; a marker file per wheel says
 it is complete, so a later call (or another process after the lock) does nothing.
 
 Users: the AOT compiler (ptxas 12.6 for sm_87, so JetPack 6's driver loads the cubins:
-hla_deploy.plugins.triton_aot) and tests/test_cuda12_build.py (NVRTC, runtime headers, cccl).
+hla_deploy.native.triton_aot) and tests/test_cuda12_build.py (NVRTC, runtime headers, cccl).
 PyPI's nvidia-cuda-nvcc-cu12 holds ptxas, libnvvm and crt/ headers, but not the nvcc driver.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ Triton (3.2 to 3.9) asks its active driver for the current target, device and th
 signature entry even when triton.compile is given a target; with no GPU the real CUDA driver
 fails ("0 active drivers"). The stub answers those three questions for one compute capability and
 refuses anything that would need a device (launching, benchmarking, torch tensors). The previous
-active driver (usually none yet) is put back on exit. Used by hla_deploy.plugins.triton_aot in its
+active driver (usually none yet) is put back on exit. Used by hla_deploy.native.triton_aot in its
 compile worker processes; see /work/shared/gpu/TRITON_AOT.md ("GPU-less compile").
 """
 from __future__ import annotations

@@ -14,9 +14,9 @@ build goes never into the source tree, never into site-packages. A new key (edit
 onnxruntime) gets a fresh directory; the build of an unchanged key is reused. Builds are serialised
 with a lock file, so parallel test processes do not race. Every failure raises ``PluginBuildError``
 with the command and the tail of its output. The CMake plumbing (lock, commands, stamps) is
-``hla_deploy.plugins.cmake``, shared with the TensorRT build.
+``hla_deploy.native.cmake``, shared with the TensorRT build.
 
-ONNX Runtime headers come from ``hla_deploy.plugins.ort_headers`` (``ONNXRUNTIME_INCLUDE_DIR`` or
+ONNX Runtime headers come from ``hla_deploy.native.ort_headers`` (``ONNXRUNTIME_INCLUDE_DIR`` or
 Debian's libonnxruntime-dev 1.21 unpacked into ``.deps/`` of a checkout, or ``<cache>/deps/``).
 The runner links the PyPI wheel's ``onnxruntime/capi/libonnxruntime.so.1.x.y`` through a symlink
 named by its SONAME, ``<build>/ort_lib/libonnxruntime.so.1``.

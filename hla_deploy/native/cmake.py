@@ -5,7 +5,7 @@
                                                 MissingDependencyError (exit 3 in the CLI)
     details() -> bool                           echo the commands? (`-v`: HLA_DEPLOY_VERBOSE=1)
     repo_root() / plugins_source_dir()          the root holding plugins/, and plugins/ (checkout or
-                                                installed package: hla_deploy.plugins.locations)
+                                                installed package: hla_deploy.native.locations)
     require_cmake()                             PluginBuildError when `cmake` is not on PATH
     ensure_build_dir(bdir)                      mkdir, or PluginBuildError naming the folder
     build_lock(bdir)                            context manager: exclusive lock on <bdir>/.build.lock
@@ -19,7 +19,7 @@
 
 Freshness is judged by a stamp file ``<bdir>/.<target>.built`` written after each successful build
 and holding the build's key (a hash of the sources, the onnxruntime version and the CUDA setting:
-hla_deploy.plugins.locations.build_key), not by mtimes: CMake leaves an up-to-date library alone,
+hla_deploy.native.locations.build_key), not by mtimes: CMake leaves an up-to-date library alone,
 and a checkout of older sources would look older than the library.
 """
 from __future__ import annotations
