@@ -61,3 +61,12 @@ def test_package_code_names_only_the_new_module():
                 if old in text:
                     found.append(f"{f.relative_to(ROOT)}: {old}")
     assert not found, found
+
+
+def test_old_dash_m_entry_point_runs_the_new_module():
+    """`python -m hla_deploy.plugins.aot_worker` (docs once showed `python -m hla_deploy.plugins.*`):
+    the worker of hla_deploy.native runs and, with nothing on stdin, ends with status 0."""
+    out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "hla_deploy.plugins.aot_worker"],
+                         capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("DeprecationWarning") == 1 and "hla_deploy.native" in out.stderr, out.stderr

@@ -1,8 +1,9 @@
 """Deprecated alias of hla_deploy.native (the Python side of the native libraries), kept for one release.
 
-``from hla_deploy.plugins import ort_library_path`` and ``import hla_deploy.plugins.<module>`` keep
-working and give the very objects of hla_deploy.native (the same module, not a copy: monkeypatching
-either name patches both), with one DeprecationWarning when this package is first imported.
+``from hla_deploy.plugins import ort_library_path``, ``import hla_deploy.plugins.<module>`` and
+``python -m hla_deploy.plugins.<module>`` keep working and give the very objects of hla_deploy.native
+(the same module, not a copy: monkeypatching either name patches both), with one DeprecationWarning
+when this package is first imported.
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class _AliasLoader(importlib.abc.Loader):
     def exec_module(self, module):
         pass   # already executed under its own name
 
+    def get_code(self, fullname):
+        """For ``python -m hla_deploy.plugins.X``: runs hla_deploy.native.X's code as __main__."""
+        new = _NEW + fullname[len(_OLD):]
+        return importlib.util.find_spec(new).loader.get_code(new)
+
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
     """hla_deploy.plugins.X -> hla_deploy.native.X (whatever X: every submodule, now and later)."""
@@ -36,9 +42,10 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if not fullname.startswith(_OLD + "."):
             return None
-        if importlib.util.find_spec(_NEW + fullname[len(_OLD):]) is None:
+        spec = importlib.util.find_spec(_NEW + fullname[len(_OLD):])
+        if spec is None:
             return None
-        return importlib.util.spec_from_loader(fullname, _AliasLoader())
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(), origin=spec.origin)
 
 
 if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
