@@ -9,7 +9,7 @@ d=dv=64, so the state is [16, 16, 8192] float32 = 8 MiB. Side by side in one run
 - ort_custom:    a one-node ONNX graph with our op (libhla_ort_op.so) in ONNX Runtime, inputs and
                  outputs bound once as OrtValues (IOBinding), so only the op and ORT's per-run
                  overhead are timed;
-- ort_standard:  the same node lowered to standard ONNX ops (hla_deploy.exporters.onnx_standard.standard_hla_graph),
+- ort_standard:  the same node lowered to standard ONNX ops (hla_deploy.exporters.standard.lowering.standard_hla_graph),
                  bound the same way;
 - torch_recurrent / torch_chunk: hla_deploy.ops.hla_attention(backend="recurrent" / "chunk") with
                  initial_state and output_final_state (torch CPU);
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     import torch
 
     from hla_deploy.ops import hla_attention, state_size
-    from hla_deploy.plugins import ort_library_path
-    from hla_deploy.plugins.ort_op_graph import single_node_model, single_node_session
+    from hla_deploy.native import ort_library_path
+    from hla_deploy.native.ort_op_graph import single_node_model, single_node_session
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -142,13 +142,13 @@ def main(argv=None) -> int:
     # ---- graphs
     custom = single_node_session(single_node_model("float32", variant="hla2", decay=[g]), lib, threads)
     try:
-        from hla_deploy.exporters.onnx_standard import standard_hla_graph
+        from hla_deploy.exporters.standard.lowering import standard_hla_graph
         std_model = standard_hla_graph("hla2", decay=g, H=H, d=d, dv=dv)
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
         standard = ort.InferenceSession(std_model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        standard_note = "hla_deploy.exporters.onnx_standard.standard_hla_graph"
+        standard_note = "hla_deploy.exporters.standard.lowering.standard_hla_graph"
     except ImportError as e:
         standard, standard_note = None, f"standard-op lowering not available: {e}"
 

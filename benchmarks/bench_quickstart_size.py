@@ -103,7 +103,7 @@ def main() -> int:
                               f"expected names from {sorted(CONFIGS)} including 'today'"}))
             return 2
         configs, rounds, new_tokens = {n: CONFIGS[n] for n in names}, args.rounds, args.max_new_tokens
-    from hla_deploy.plugins import ort_library_path
+    from hla_deploy.native import ort_library_path
     ort_library_path(build=True)                       # built (or reused) before any timed run
     with tempfile.TemporaryDirectory(prefix="hla-qs-size-") as tmp:
         tmp = Path(tmp)

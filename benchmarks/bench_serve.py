@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     except ServerMissingError as e:  # nothing to measure here: say so, as the GPU-only benchmarks do
         print(json.dumps({"benchmark": "bench_serve", "smoke": a.smoke, "skipped": str(e)}), flush=True)
         return 0
-    from hla_deploy.plugins import ort_library_path
+    from hla_deploy.native import ort_library_path
     from hla_deploy.runtime.ort_session import OrtHLASession
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     try:

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="export_your_model_out", help="output directory")
     args = ap.parse_args(argv)
     from hla_deploy.exporters import export_onnx
-    from hla_deploy.plugins import ort_library_path
+    from hla_deploy.native import ort_library_path
 
     torch.manual_seed(0)
     model = Forecaster()

@@ -70,7 +70,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hla_deploy.models import HLAConfig, HLALanguageModel, generate, geometric_decay, tokenizer  # noqa: E402
-from hla_deploy.models.checkpoint import load_checkpoint  # noqa: E402
+from hla_deploy.models import load_checkpoint  # noqa: E402
 from hla_deploy.training import (PRECISIONS, Deadline, StepProfiler, StepWindow, WindowSampler,  # noqa: E402
                                  autocast, check_precision, compile_blocks, default_precision, eager,
                                  steps_for_budget, uncompile_blocks)

@@ -5,19 +5,17 @@
     export_onnx("ckpt_dir", None, "model.onnx")          # HLALanguageModel checkpoints: no example needed
     torch.onnx.export(model, args, dynamo=True, custom_translation_table=translation_table())
 
-Modules (heavy imports stay inside them; importing this package is cheap):
-    export.py            export_onnx / build_onnx_model (torch.onnx dynamo export, checks, atomic write)
-    torch_translation.py the custom op -> ONE hla_deploy::HLARecurrentStep node (translation_table)
-    lm_interface.py      HLALanguageModel's graph interface (input/output names, dims, metadata)
-    dynamic.py           example arguments and default dynamic shapes
-    graph_checks.py      states in and out, requested dims dynamic
-    verify.py            the graph at a second batch and length vs the torch module
-    onnx_standard.py     the standard-op lowering of HLARecurrentStep (lower_custom_nodes, standard_hla_graph)
-    standard_math.py     the same lowering in numpy (checked in float64 against the recurrence)
-    schema.py            the ONNX OpSchema of HLARecurrentStep (register_hla_schema)
-    graph_builder.py     small onnx.helper graph builder (used by the lowering)
-    cli_export.py        `hla-deploy export`
-    tensorrt_engine.py, cli_build_engine.py   ONNX -> TensorRT engine (`hla-deploy build-engine`)
+Sub-packages by job (heavy imports stay inside their modules; importing this package is cheap):
+    onnx/       the torch.onnx seam: export.py (export_onnx / build_onnx_model), torch_translation.py (the
+                custom op -> ONE HLARecurrentStep node), dynamic.py, graph_checks.py, verify.py,
+                lm_interface.py (HLALanguageModel's graph interface), errors.py, cli_export.py (`hla-deploy export`)
+    node/       the HLARecurrentStep ONNX node: schema.py (register_hla_schema), attrs.py (attribute rules, N)
+    standard/   the standard-op rewrite: lowering.py (lower_custom_nodes, standard_hla_graph), chunk_math.py
+                (its numpy twin, checked in float64 against the recurrence), graph_builder.py
+    tensorrt/   ONNX -> TensorRT engine: engine.py (build_engine), cli_build_engine.py (`hla-deploy build-engine`)
+    bundle/     device bundles: write.py (write_bundle), check.py (shipped as hla_check.py), golden.py,
+                kernels.py, scripts.py, readme_device.py, cli_bundle.py (`hla-deploy bundle`)
+The serving rewrite (state batch-first) is hla_deploy.serving.state_batch_first; layout: docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
@@ -35,11 +33,11 @@ def export_onnx(model, example_inputs, out_path: Union[str, os.PathLike], *, op:
     op: "custom" (one hla_deploy::HLARecurrentStep node per HLA call) or "standard" (standard ONNX
     ops only). dtype: "fp32" or "fp16" (parameters float16; HLA states float32; an LM's logits
     float32). dynamic_shapes: as torch.export takes it (None: dim 0 "batch" and dim 1 "seq" of the
-    inputs, batch of the states; see exporters/dynamic.py). Before writing, the graph is run at a
+    inputs, batch of the states; see exporters/onnx/dynamic.py). Before writing, the graph is run at a
     second batch and length against the module. Raises CheckpointError for a bad checkpoint and
     ExportError (a ValueError) naming the module / input otherwise; never leaves a partial file.
     """
-    from .export import export_onnx as _export_onnx
+    from .onnx.export import export_onnx as _export_onnx
     return _export_onnx(model, example_inputs, out_path, op=op, dtype=dtype, dynamic_shapes=dynamic_shapes,
                         input_names=input_names, output_names=output_names)
 
@@ -47,7 +45,7 @@ def export_onnx(model, example_inputs, out_path: Union[str, os.PathLike], *, op:
 def translation_table():
     """{torch.ops.hla_deploy.hla_recurrent_step.default: onnxscript fn} for users calling
     torch.onnx.export(..., dynamo=True, custom_translation_table=translation_table()) themselves."""
-    from .torch_translation import translation_table as _table
+    from .onnx.torch_translation import translation_table as _table
     return _table()
 
 

@@ -31,12 +31,12 @@ VERBOSE_ENV = "HLA_DEPLOY_VERBOSE"
 COMMANDS = [
     ("quickstart", "hla_deploy.quickstart",
      "CPU demo: load the shipped model, export it, build the ORT op, check parity, generate text"),
-    ("export", "hla_deploy.exporters.cli_export", "export a checkpoint to ONNX (custom HLARecurrentStep op or standard ops)"),
-    ("build-plugins", "hla_deploy.plugins",
+    ("export", "hla_deploy.exporters.onnx.cli_export", "export a checkpoint to ONNX (custom HLARecurrentStep op or standard ops)"),
+    ("build-plugins", "hla_deploy.native",
      "build the ONNX Runtime custom-op library (and the TensorRT plugin) and the AOT prefill kernels (cubins)"),
-    ("build-engine", "hla_deploy.exporters.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
+    ("build-engine", "hla_deploy.exporters.tensorrt.cli_build_engine", "build a TensorRT engine from an exported ONNX model"),
     ("parity", "hla_deploy.parity.cli", "check every backend against the reference model"),
-    ("bundle", "hla_deploy.exporters.cli_bundle",
+    ("bundle", "hla_deploy.exporters.bundle.cli_bundle",
      "write a self-contained device bundle (graphs, native sources, build/engine/check scripts, golden outputs)"),
     ("generate", "hla_deploy.runtime.cli", "generate text from a checkpoint, ONNX model or TensorRT engine"),
     ("serve-repo", "hla_deploy.serving.cli_repo", "write a Triton Inference Server model repository (hla_lm) for a model"),
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _verbose(on: bool):
-    """HLA_DEPLOY_VERBOSE=1 while a subcommand runs with -v (read by hla_deploy.plugins.build)."""
+    """HLA_DEPLOY_VERBOSE=1 while a subcommand runs with -v (read by hla_deploy.native.build)."""
     old = os.environ.get(VERBOSE_ENV)
     if on:
         os.environ[VERBOSE_ENV] = "1"

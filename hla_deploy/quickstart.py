@@ -105,8 +105,8 @@ def run(args) -> int:
     # 3. ORT custom-op library ------------------------------------------------------------------
     from hla_deploy.extras import MissingDependencyError
     try:
-        from hla_deploy.plugins import ort_library_path
-        from hla_deploy.plugins.build import ort_library_fresh
+        from hla_deploy.native import ort_library_path
+        from hla_deploy.native.build import ort_library_fresh
         t0 = time.perf_counter()
         reused = ort_library_fresh()
         library = Path(ort_library_path(build=True))

@@ -32,7 +32,7 @@ def tiny_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ort_library():
     """Path of the ORT custom-op library, built on first use; a failed build fails the test."""
-    from hla_deploy.plugins import PluginBuildError, ort_library_path
+    from hla_deploy.native import PluginBuildError, ort_library_path
     try:
         return ort_library_path(build=True)
     except PluginBuildError as e:
@@ -47,7 +47,7 @@ def lm_custom_export():
     cache = {}
 
     def build(key, model, dtype="fp32"):
-        from hla_deploy.exporters.export import build_onnx_model
+        from hla_deploy.exporters.onnx.export import build_onnx_model
         if (key, dtype) not in cache:
             cache[(key, dtype)] = build_onnx_model(model, op="custom", dtype=dtype)
         return cache[(key, dtype)]

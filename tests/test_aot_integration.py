@@ -31,7 +31,7 @@ import pytest
 pytest.importorskip("triton")
 
 from hla_deploy.ops.triton.launch_plan import config_name, dims_value, plan, sizes_of  # noqa: E402
-from hla_deploy.plugins.kernel_configs import KernelConfig, kernel_configs_of_model  # noqa: E402
+from hla_deploy.native.kernel_configs import KernelConfig, kernel_configs_of_model  # noqa: E402
 from test_aot_launcher import SM87_OPTIN, SM90_OPTIN, Fake  # noqa: E402
 from test_native_kernels import load_capi_module  # noqa: E402
 
@@ -57,8 +57,8 @@ EPS, RIDGE = 1e-5, 0.25
 def kernel_dir(tmp_path_factory):
     """The real kernel directory: {"dir": Path, "archs": [...], "skipped": {arch: why}}.
     $HLA_DEPLOY_TEST_KERNEL_DIR keeps one between runs (its entries are reused like any cache)."""
-    from hla_deploy.plugins.kernel_dir import build_kernels
-    from hla_deploy.plugins.triton_aot import AOTCompileError, toolchain
+    from hla_deploy.native.kernel_dir import build_kernels
+    from hla_deploy.native.triton_aot import AOTCompileError, toolchain
     keep = os.environ.get("HLA_DEPLOY_TEST_KERNEL_DIR")
     kdir = Path(keep) if keep else tmp_path_factory.mktemp("aot-integration") / "kernels"
     archs, skipped = ["sm_90"], {}
@@ -176,7 +176,7 @@ def _run(capi, e, ptrs=PTRS, ws=WS):
 
 
 def _hidden(e):
-    from hla_deploy.plugins.triton_aot import hidden_param_names
+    from hla_deploy.native.triton_aot import hidden_param_names
     return len(hidden_param_names(e["triton_version"]))
 
 
@@ -199,7 +199,7 @@ def test_manifest_entry_is_the_plan(entry):
 
 def _cuobjdump_params(cubin: Path, function: str):
     """(sizes by ordinal, reqntid) of `function` in the cubin, read with the Triton wheel's cuobjdump."""
-    from hla_deploy.plugins.triton_aot import triton_tool
+    from hla_deploy.native.triton_aot import triton_tool
     out = subprocess.run([str(triton_tool("cuobjdump")), "-elf", str(cubin)], capture_output=True, text=True,
                          check=True).stdout
     m = re.search(r"^\.nv\.info\.%s\n(.*?)(?=^\.|\Z)" % re.escape(function), out, re.S | re.M)
@@ -216,7 +216,7 @@ def test_cubin_parameters_are_what_the_launcher_passes(entry, kernel_dir):
     """cuobjdump's count and byte size of every parameter == the manifest's types as the launcher
     packs them (pointers and hidden 8, i32 / f32 4); the kernel's required block is 32 * num_warps;
     the cubin's SM is the entry's arch."""
-    from hla_deploy.plugins.triton_aot import cubin_arch
+    from hla_deploy.native.triton_aot import cubin_arch
     for k, launch in zip(entry["kernels"], _plan_of(entry).launches):
         cubin = kernel_dir["dir"] / k["cubin"]
         sizes, reqntid = _cuobjdump_params(cubin, k["function"])
@@ -373,7 +373,7 @@ def no_kernels(capi_fake, monkeypatch, tmp_path):
 @pytest.mark.parametrize("node", NODES, ids=[f"{v}-n{n}-r{r}-d{d}-dv{dv}-{t}" for v, n, r, d, dv, t in NODES])
 def test_cpp_and_python_name_a_node_alike_and_the_command_builds_it(no_kernels, tmp_path, node):
     from hla_deploy.cli import build_parser
-    from hla_deploy.plugins.cli_kernels import kernel_request
+    from hla_deploy.native.cli_kernels import kernel_request
     capi, fake = no_kernels
     variant, normalize, ridge, d, dv, dtype = node
     py = kernel_configs_of_model(_onnx_node_model(tmp_path / "m.onnx", *node))
@@ -407,7 +407,7 @@ def test_no_build_command_is_suggested_that_cannot_build(no_kernels, case):
     """A configuration or arch the AOT compiler refuses: the warning says why, and suggests no
     command (`build-plugins` would refuse it)."""
     from hla_deploy.cli import build_parser
-    from hla_deploy.plugins.cli_kernels import UsageError, kernel_request
+    from hla_deploy.native.cli_kernels import UsageError, kernel_request
     capi, fake = no_kernels
     *node, cc, why = case
     config = "{}-n{}-c{}-d{}-dv{}-{}".format(node[0], node[1], int(node[2] != 0), *node[3:])
@@ -424,9 +424,9 @@ def test_no_build_command_is_suggested_that_cannot_build(no_kernels, case):
 @pytest.mark.parametrize("env", ["absolute", "tilde", "relative", "xdg", "xdg-tilde", "home"])
 def test_launcher_searches_the_directory_build_plugins_writes(capi_fake, monkeypatch, tmp_path, env):
     """The launcher's last search directory is `hla-deploy build-plugins`' default kernel directory
-    (hla_deploy.plugins.kernel_dir.default_kernel_dir) for every way the cache can be named, also
+    (hla_deploy.native.kernel_dir.default_kernel_dir) for every way the cache can be named, also
     when the variable holds a literal ~ (a Dockerfile ENV, a systemd unit: no shell expanded it)."""
-    from hla_deploy.plugins.kernel_dir import default_kernel_dir
+    from hla_deploy.native.kernel_dir import default_kernel_dir
     capi, _ = capi_fake
     home = tmp_path / "home"
     home.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hla_deploy.plugins import build, locations
+from hla_deploy.native import build, locations
 
 pytestmark = pytest.mark.slow  # two CMake builds (about 30 s on 2 cores)
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_second_copy_reuses_the_build(tmp_path, monkeypatch, capfd):
     if shutil.which("cmake") is None:
         pytest.skip("cmake not found (the build needs it)")
-    from hla_deploy.plugins.ort_headers import ort_include_dir
+    from hla_deploy.native.ort_headers import ort_include_dir
     # the ORT headers this checkout uses (fetched into .deps/ if need be), as the user would have them
     monkeypatch.setenv("ONNXRUNTIME_INCLUDE_DIR", str(ort_include_dir(fetch=True, verbose=False)))
     copies = {}

@@ -110,7 +110,7 @@ def aarch64_ort():
 
 @pytest.fixture(scope="module")
 def bundle_dir(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     return write_bundle(tiny_ckpt, tmp_path_factory.mktemp("bundle") / "tiny-orin", target="jetson-orin",
                         dtype="fp32", decode_steps=8, tarball=False,
                         kernels=False)  # the AOT cubins: tests/test_bundle_jetson.py, test_bundle_kernels.py
@@ -134,7 +134,7 @@ def _tokens(out: str):
 
 
 def test_aarch64_bundle_under_qemu_matches_x86(toolchain, aarch64_ort, bundle_dir, tmp_path):
-    from hla_deploy.plugins.build import onnxruntime_wheel_library
+    from hla_deploy.native.build import onnxruntime_wheel_library
 
     # ---- x86-64, natively ----
     x86 = tmp_path / "x86"

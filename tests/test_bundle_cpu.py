@@ -51,7 +51,7 @@ def device_venv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle_tar(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     out = write_bundle(tiny_ckpt, tmp_path_factory.mktemp("bundle") / "tiny-cpu", target="cpu", decode_steps=8)
     return out.with_name(out.name + ".tar.gz")
 
@@ -206,7 +206,7 @@ def test_engine_from_another_bundle_is_named(built, tmp_path):
 @pytest.mark.slow
 def test_golden_of_another_model_is_named(built, tmp_path, tiny_ckpt):
     """golden/ replaced by another model's (manifest updated to match): the checkers name golden/index.txt."""
-    from hla_deploy.exporters.bundle_golden import record_golden
+    from hla_deploy.exporters.bundle.golden import record_golden
     from hla_deploy.models import HLALanguageModel
     from hla_deploy.models.checkpoint import load_config
     from hla_deploy.parity.tolerances import default_tolerances
@@ -236,7 +236,7 @@ def test_golden_logits_out_of_tolerance_fail(built, tmp_path):
 
 
 def test_no_partial_bundle_on_failure(tiny_ckpt, tmp_path, monkeypatch):
-    from hla_deploy.exporters import bundle, bundle_golden
+    from hla_deploy.exporters.bundle import golden as bundle_golden, write as bundle
     def boom(*a, **k):
         raise RuntimeError("reference failed")
     monkeypatch.setattr(bundle_golden, "record_golden", boom)
@@ -259,7 +259,7 @@ def test_bundle_check_passes_with_a_library_built_elsewhere(tiny_ckpt, ort_libra
     put where build.sh would put it (same sources), and the bundle's hla_check.py (numpy + onnxruntime
     only) passes ort-cpu and onnx-standard against the golden outputs. build.sh itself, check.sh and
     the failures it names are the slow tests above."""
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     b = write_bundle(tiny_ckpt, tmp_path / "b", target="cpu", decode_steps=4, tarball=False)
     (b / "build" / "lib").mkdir(parents=True)
     shutil.copy(ort_library, b / "build" / "lib" / "libhla_ort_op.so")

@@ -4,7 +4,7 @@
   TensorRT headers and CUDA 12.6 headers (tests/test_cuda12_build.py's checks, on the bundle's
   files): host code with g++ against the 10.3 headers (/work/trt-headers/release-10.3/include or
   $HLA_TRT_10_3_INCLUDE; skipped with the reason when absent) and against the headers
-  hla_deploy.plugins.trt_build uses (in CI: the kernel-lens 10.14 copy); the device code with NVRTC
+  hla_deploy.native.trt_build uses (in CI: the kernel-lens 10.14 copy); the device code with NVRTC
   12.6 for sm_87.
 - The bundle's build.sh builds build/lib/libhla_trt_plugin.so (nvcc found here, sm_87 only, as
   bundle.env says) and the ORT op; cuobjdump (when found) shows sm_87 code in it.
@@ -46,8 +46,8 @@ _KERNELS_SKIPPED = []  # why the orin bundle has no AOT cubins (no Triton, or pt
 
 @pytest.fixture(scope="module")
 def orin_bundle(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
-    from hla_deploy.plugins.triton_aot import AOTCompileError
+    from hla_deploy.exporters.bundle.write import write_bundle
+    from hla_deploy.native.triton_aot import AOTCompileError
     root = tmp_path_factory.mktemp("orin")
     kw = dict(target="jetson-orin", decode_steps=4, max_seq=512, tarball=False, kernel_dir=root / "kernel-cache")
     if importlib.util.find_spec("triton") is None:
@@ -75,7 +75,7 @@ def _headers(which: str) -> Path:
         if not (TRT_10_3 / "NvInferRuntime.h").is_file():
             pytest.skip(f"NVIDIA's TensorRT 10.3 headers not at {TRT_10_3} (set HLA_TRT_10_3_INCLUDE)")
         return TRT_10_3
-    from hla_deploy.plugins import PluginBuildError, trt_build
+    from hla_deploy.native import PluginBuildError, trt_build
     try:
         return trt_build.tensorrt_include_dir(fetch=True, verbose=False)
     except PluginBuildError as e:
@@ -95,7 +95,7 @@ def test_orin_bundle_manifest(orin_bundle):
 def test_orin_bundle_ships_sm87_cubins_from_ptxas_12_6(orin_bundle):
     if _KERNELS_SKIPPED:
         pytest.skip(f"no AOT cubins in the bundle: {_KERNELS_SKIPPED[0]}")
-    from hla_deploy.plugins.triton_aot import triton_tool
+    from hla_deploy.native.triton_aot import triton_tool
     man = json.loads((orin_bundle / "manifest.json").read_text())
     rec = man["kernels"]
     assert rec["archs"] == ["sm_87"] and rec["configs"] == ["hla2-n0-c0-d4-dv4-fp16"] and rec["ptxas_version"] == ["12.6.85"]
@@ -136,7 +136,7 @@ def orin_built(orin_bundle, tmp_path_factory):
     if shutil.which("cmake") is None or shutil.which("nvcc") is None:
         pytest.skip("cmake and nvcc are needed to run the bundle's build.sh for the TensorRT plugin")
     inc = TRT_10_3 if (TRT_10_3 / "NvInferRuntime.h").is_file() else _headers("trt_build")
-    from hla_deploy.plugins.build import onnxruntime_wheel_library
+    from hla_deploy.native.build import onnxruntime_wheel_library
     b = tmp_path_factory.mktemp("orin_build") / "b"
     shutil.copytree(orin_bundle, b)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HLA_", "TENSORRT", "ONNXRUNTIME"))}
@@ -176,14 +176,14 @@ def _engine_sh_flags(text: str):
 
 
 def test_engine_sh_flags_are_trtexec_10_3s():
-    from hla_deploy.exporters.bundle_scripts import ENGINE_SH, ENGINE_TRTEXEC_FLAGS, TRTEXEC_10_3_FLAGS
+    from hla_deploy.exporters.bundle.scripts import ENGINE_SH, ENGINE_TRTEXEC_FLAGS, TRTEXEC_10_3_FLAGS
     flags = _engine_sh_flags(ENGINE_SH)
     assert sorted(set(flags)) == sorted(ENGINE_TRTEXEC_FLAGS)
     assert set(flags) <= TRTEXEC_10_3_FLAGS
 
 
 def test_trtexec_10_3_flag_list_matches_nvidias_help_text():
-    from hla_deploy.exporters.bundle_scripts import TRTEXEC_10_3_FLAGS
+    from hla_deploy.exporters.bundle.scripts import TRTEXEC_10_3_FLAGS
     if not (TRT_REPO / "HEAD").exists() and not (TRT_REPO / ".git").exists():
         pytest.skip(f"NVIDIA/TensorRT repository mirror not at {TRT_REPO} (set HLA_TRT_REPO)")
     proc = subprocess.run(["git", "-C", str(TRT_REPO), "show", "release/10.3:samples/common/sampleOptions.cpp"],

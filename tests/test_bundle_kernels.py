@@ -26,15 +26,15 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def x86_bundle(tiny_ckpt, tmp_path_factory):
-    from hla_deploy.exporters.bundle import write_bundle
+    from hla_deploy.exporters.bundle.write import write_bundle
     root = tmp_path_factory.mktemp("x86")
     return write_bundle(tiny_ckpt, root / "tiny-x86", target="x86-cuda", decode_steps=2, max_seq=64,
                         tarball=False, kernel_dir=root / "kernel-cache")
 
 
 def test_x86_bundle_ships_sm90_cubins_of_its_nodes(x86_bundle):
-    from hla_deploy.plugins.kernel_configs import kernel_configs_of_model
-    from hla_deploy.plugins.triton_aot import cubin_arch
+    from hla_deploy.native.kernel_configs import kernel_configs_of_model
+    from hla_deploy.native.triton_aot import cubin_arch
     man = json.loads((x86_bundle / "manifest.json").read_text())
     want = [c.name for c in kernel_configs_of_model(x86_bundle / "model" / "model.onnx")]
     assert want == ["hla2-n0-c0-d4-dv4-fp16"]  # tiny_ckpt: hla2, d = dv = 4, exported in fp16
@@ -65,7 +65,7 @@ def test_bundle_help_says_which_archs_each_target_gets(capsys):
 def test_bundle_without_triton_is_exit_3_before_any_work(capsys, monkeypatch, tiny_ckpt, tmp_path):
     import hla_deploy.exporters as exporters
     from hla_deploy.cli import main
-    from hla_deploy.plugins import triton_aot
+    from hla_deploy.native import triton_aot
 
     def missing():
         raise triton_aot.TritonMissingError("needs Triton: `pip install 'hla-deploy[triton]'` (test)")
@@ -80,7 +80,7 @@ def test_bundle_without_triton_is_exit_3_before_any_work(capsys, monkeypatch, ti
 def x86_built(x86_bundle, tmp_path_factory):
     if shutil.which("cmake") is None:
         pytest.skip("cmake not found: the bundle's build.sh needs it")
-    from hla_deploy.plugins.build import onnxruntime_wheel_library
+    from hla_deploy.native.build import onnxruntime_wheel_library
     b = tmp_path_factory.mktemp("x86_build") / "b"
     shutil.copytree(x86_bundle, b)
     # the device has no Triton: python3 (this interpreter, for onnxruntime + numpy) cannot import it

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from hla_deploy.plugins import PluginBuildError, ort_library_path, ort_runner_path  # noqa: E402
+from hla_deploy.native import PluginBuildError, ort_library_path, ort_runner_path  # noqa: E402
 
 try:
     from hla_deploy.models import HLAConfig, HLALanguageModel, tokenizer
@@ -135,11 +135,11 @@ def test_runner_rejects_logits_of_wrong_rank_or_dtype(built, tmp_path):
     assert "'logits'" in proc.stderr and "float32" in proc.stderr, proc.stderr
 
 
-# ---- the build machinery (hla_deploy.plugins) ------------------------------------------------------
+# ---- the build machinery (hla_deploy.native) ------------------------------------------------------
 
 def test_build_plugins_cli(built, capsys):
     import argparse
-    import hla_deploy.plugins as plugins
+    import hla_deploy.native as plugins
     parser = argparse.ArgumentParser()
     plugins.add_arguments(parser)
     assert plugins.run(parser.parse_args(["--quiet", "--no-kernels"])) == 0  # the AOT kernels: test_triton_aot*.py
@@ -148,7 +148,7 @@ def test_build_plugins_cli(built, capsys):
 
 
 def test_missing_headers_is_a_plugin_build_error(tmp_path, monkeypatch):
-    from hla_deploy.plugins import build
+    from hla_deploy.native import build
     empty = tmp_path / "no_headers"
     empty.mkdir()
     monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(tmp_path / "build"))
@@ -161,7 +161,7 @@ def test_missing_headers_is_a_plugin_build_error(tmp_path, monkeypatch):
 
 def test_apt_sources_parsing():
     """The headers fetch reuses the Debian archive named by the machine's apt sources."""
-    from hla_deploy.plugins import ort_headers as oh
+    from hla_deploy.native import ort_headers as oh
     deb822 = ("Types: deb\nURIs: file:///srv/mirror/debian\nSuites: bookworm bookworm-updates\n"
               "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
               "Types: deb\nURIs: file:///srv/mirror/debian-security\nSuites: bookworm-security\n"
@@ -178,6 +178,6 @@ def test_apt_sources_parsing():
 
 
 def test_trt_plugin_path_is_reexported_lazily():
-    import hla_deploy.plugins as plugins
+    import hla_deploy.native as plugins
     assert callable(plugins.trt_plugin_path)
     assert "trt_plugin_path" in plugins.__all__

@@ -2,7 +2,7 @@
 sm_87) as well as with the nvcc 13 installed here.
 
 NVIDIA's CUDA 12 wheels on PyPI are fetched with pip into the ignored folder .deps/cuda-12.6/
-(hla_deploy.plugins.cuda126.fetch_cuda126, also used by the AOT compiler for ptxas 12.6; skipped
+(hla_deploy.native.cuda126.fetch_cuda126, also used by the AOT compiler for ptxas 12.6; skipped
 when already there; the test is skipped WITH the reason when pip cannot download them).
 PyPI's nvidia-cuda-nvcc-cu12 wheels hold ptxas, libnvvm and the crt/ headers but NOT the nvcc
 driver, cicc or cudafe++, so a full `nvcc 12.6` cannot be run from them. What is checked instead:
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from hla_deploy.plugins.cuda126 import fetch_cuda126  # pip download into .deps/cuda-12.6
+from hla_deploy.native.cuda126 import fetch_cuda126  # pip download into .deps/cuda-12.6
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ROOT / "plugins" / "common"
@@ -135,7 +135,7 @@ def _trt_include() -> Path:
     for cand in (os.environ.get("TENSORRT_INCLUDE_DIR"), "/work/deps/trt-10.3/include"):
         if cand and (Path(cand) / "NvInferRuntime.h").is_file():
             return Path(cand)
-    from hla_deploy.plugins import PluginBuildError, trt_build
+    from hla_deploy.native import PluginBuildError, trt_build
     try:
         return trt_build.tensorrt_include_dir(fetch=True, verbose=False)
     except PluginBuildError as e:
@@ -154,7 +154,7 @@ def test_tensorrt_plugin_compiles_against_cuda_12_6_headers(cuda126, tmp_path, s
 
 
 def test_ort_op_with_cuda_compiles_against_cuda_12_6_headers(cuda126, tmp_path):
-    from hla_deploy.plugins import ort_headers
+    from hla_deploy.native import ort_headers
     try:
         inc = ort_headers.ort_include_dir(fetch=True, verbose=False)
     except Exception as e:  # OrtHeadersError: no headers and no network

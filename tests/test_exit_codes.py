@@ -87,7 +87,7 @@ def raising(target: str, exc):
 
 def build_failure(mp, c):
     from hla_deploy import plugins
-    raising("hla_deploy.plugins.cmake_build", plugins.PluginBuildError("simulated: the compiler failed"))(mp, c)
+    raising("hla_deploy.native.cmake_build", plugins.PluginBuildError("simulated: the compiler failed"))(mp, c)
 
 
 def fake_tensorrt(mp, c):
@@ -95,7 +95,7 @@ def fake_tensorrt(mp, c):
     mod = types.ModuleType("tensorrt")
     mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     mp.setitem(sys.modules, "tensorrt", mod)
-    from hla_deploy.exporters import tensorrt_engine
+    from hla_deploy.exporters.tensorrt import engine as tensorrt_engine
 
     def fail(*a, **k):
         raise tensorrt_engine.EngineBuildError("simulated: the TensorRT parser rejected the network")
@@ -127,7 +127,7 @@ def no_onnxruntime(mp, c):
 
 
 def no_cmake(mp, c):
-    import hla_deploy.plugins.cmake as cmake
+    import hla_deploy.native.cmake as cmake
     real = cmake.shutil.which
     mp.setattr(cmake.shutil, "which", lambda n, *a, **k: None if n == "cmake" else real(n, *a, **k))
 
@@ -175,7 +175,7 @@ ROWS = [
     ("export-failure", lambda c: ["export", c.ckpt, "-o", c.tmp / "m.onnx"],
      raising("onnx.save_model", OSError(errno.ENOSPC, "No space left on device")), FAILURE, "No space left"),
     ("export-interrupted", lambda c: ["export", c.ckpt, "-o", c.tmp / "m.onnx"],
-     raising("hla_deploy.exporters.export.build_onnx_model", KeyboardInterrupt), INTERRUPTED, None),
+     raising("hla_deploy.exporters.onnx.export.build_onnx_model", KeyboardInterrupt), INTERRUPTED, None),
     # build-plugins ----------------------------------------------------------------------------
     ("build-plugins-usage", lambda c: ["build-plugins", "--with-cuda", "maybe"], None, USAGE, "--with-cuda"),
     ("build-plugins-build-dir-under-a-file", lambda c: ["build-plugins", "--build-dir", c.a_file / "b"], None,
@@ -185,7 +185,7 @@ ROWS = [
     ("build-plugins-failure", lambda c: ["build-plugins", "--build-dir", c.tmp / "b"], build_failure, FAILURE,
      "simulated: the compiler failed"),
     ("build-plugins-interrupted", lambda c: ["build-plugins", "--build-dir", c.tmp / "b"],
-     raising("hla_deploy.plugins.cmake_build", KeyboardInterrupt), INTERRUPTED, None),
+     raising("hla_deploy.native.cmake_build", KeyboardInterrupt), INTERRUPTED, None),
     # build-engine -----------------------------------------------------------------------------
     ("build-engine-usage", lambda c: ["build-engine", c.onnx], None, USAGE, "-o/--output"),
     ("build-engine-bad-model", lambda c: ["build-engine", c.a_file, "-o", c.tmp / "m.plan"], None, USAGE,

@@ -20,8 +20,8 @@ import torch.nn as nn
 ort = pytest.importorskip("onnxruntime")
 
 from hla_deploy.exporters import export_onnx, translation_table  # noqa: E402
-from hla_deploy.exporters.export import ExportError, build_onnx_model  # noqa: E402
-from hla_deploy.exporters.onnx_standard import lower_custom_nodes  # noqa: E402
+from hla_deploy.exporters.onnx.export import ExportError, build_onnx_model  # noqa: E402
+from hla_deploy.exporters.standard.lowering import lower_custom_nodes  # noqa: E402
 from hla_deploy.layers import HLAAttention  # noqa: E402
 from hla_deploy.models import HLAConfig, HLALanguageModel  # noqa: E402
 from reference import rel_err, rel_rms  # noqa: E402
@@ -377,7 +377,7 @@ def test_bad_models_are_refused_naming_module_and_input_and_write_nothing(cls, a
 def test_wrong_graph_at_a_second_shape_is_refused_naming_the_input(tmp_path, monkeypatch):
     """A graph that differs from the module (here: the node's decay corrupted after tracing) is
     refused by the run at a second batch and length, naming the inputs and dims; nothing written."""
-    from hla_deploy.exporters import export as export_mod
+    from hla_deploy.exporters.onnx import export as export_mod
     real = export_mod._torch_onnx_export
 
     def corrupt(*a, **k):
@@ -418,7 +418,7 @@ def test_example_step_by_step_runs_match_one_torch_pass(forecaster, ort_library)
 def test_default_dynamic_shapes_find_states_by_their_use_not_only_their_name():
     """States are the tensors the forward passes to the HLA op (any name, views of a stacked
     state included); others get dynamic batch and seq."""
-    from hla_deploy.exporters.dynamic import default_dynamic_shapes, positional_args, run_and_find_states
+    from hla_deploy.exporters.onnx.dynamic import default_dynamic_shapes, positional_args, run_and_find_states
 
     class Stacked(nn.Module):
         def __init__(self):

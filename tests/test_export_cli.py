@@ -1,6 +1,6 @@
 """`hla-deploy export`: good exports, and bad input that must fail clearly and leave no output file.
 
-The subcommand module is exporters/cli_export.py (add_arguments / run); tests drive it through its
+The subcommand module is exporters/onnx/cli_export.py (add_arguments / run); tests drive it through its
 own parser (`cli_export.main`), once as a real subprocess, and through hla_deploy.cli when every
 subcommand module is importable.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from hla_deploy.exporters import cli_export
+from hla_deploy.exporters.onnx import cli_export
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def test_missing_output_directory(tiny_ckpt, tmp_path, capsys):
 
 def test_subprocess_exit_codes(tiny_ckpt, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    bad = subprocess.run([sys.executable, "-m", "hla_deploy.exporters.cli_export", str(tmp_path / "missing"), "-o",
+    bad = subprocess.run([sys.executable, "-m", "hla_deploy.exporters.onnx.cli_export", str(tmp_path / "missing"), "-o",
                           str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, cwd=str(tmp_path),
                          timeout=120)
     assert bad.returncode == 2 and "error:" in bad.stderr and "missing" in bad.stderr  # a bad checkpoint

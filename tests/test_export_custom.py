@@ -6,7 +6,7 @@ tests/test_ort_runtime.py). Here: graph structure, attributes, I/O names, dtypes
 (the interface the runtime, parity and the C++ runner read), onnx.checker full check with the
 registered schema (and its rejection of bad attributes / state sizes), ONNX shape inference of the
 node's outputs, metadata, and the graph's wiring: every custom node replaced by its standard-op
-lowering (exporters.onnx_standard.lower_custom_nodes) must reproduce the torch model in stock ORT
+lowering (exporters/standard/lowering.py, lower_custom_nodes) must reproduce the torch model in stock ORT
 (tolerance 1e-4 relative to max |logits|, as for the standard export; fp16 5e-2 relative RMS).
 Exports are cached per session (conftest.lm_custom_export).
 """
@@ -20,8 +20,8 @@ from onnx import TensorProto, helper
 
 import hla_deploy
 from hla_deploy.exporters import export_onnx
-from hla_deploy.exporters.onnx_standard import lower_custom_nodes
-from hla_deploy.exporters.schema import register_hla_schema
+from hla_deploy.exporters.standard.lowering import lower_custom_nodes
+from hla_deploy.exporters.node.schema import register_hla_schema
 from hla_deploy.models import HLAConfig, HLALanguageModel
 from reference import rel_err, rel_rms
 

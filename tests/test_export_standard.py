@@ -22,9 +22,9 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from hla_deploy.exporters.export import build_onnx_model  # noqa: E402
-from hla_deploy.exporters.onnx_standard import lower_custom_nodes, standard_hla_graph  # noqa: E402
-from hla_deploy.exporters.standard_math import hla_one_chunk  # noqa: E402
+from hla_deploy.exporters.onnx.export import build_onnx_model  # noqa: E402
+from hla_deploy.exporters.standard.lowering import lower_custom_nodes, standard_hla_graph  # noqa: E402
+from hla_deploy.exporters.standard.chunk_math import hla_one_chunk  # noqa: E402
 from hla_deploy.models import HLAConfig, HLALanguageModel  # noqa: E402
 from reference import make_qkv, ref_hla, ref_state_size, rel_err, rel_rms  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hla_deploy import ort_install
-from hla_deploy.plugins import PluginBuildError, build, locations, ort_headers, trt_build
+from hla_deploy.native import PluginBuildError, build, locations, ort_headers, trt_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_build_key_is_the_content_not_the_path(tmp_path, monkeypatch):
 
 
 def test_cmake_cache_from_another_copy_is_dropped(tmp_path):
-    from hla_deploy.plugins.cmake import cached_source_dir, forget_other_source_tree
+    from hla_deploy.native.cmake import cached_source_dir, forget_other_source_tree
     bdir, src_a, src_b = tmp_path / "build", tmp_path / "a", tmp_path / "b"
     for d in (bdir / "CMakeFiles", bdir / "lib", src_a, src_b):
         d.mkdir(parents=True)
@@ -122,7 +122,7 @@ def test_build_dir_env_overrides(installed, tmp_path, monkeypatch):
 
 
 def test_stamp_holds_the_key(tmp_path):
-    from hla_deploy.plugins.cmake import is_fresh, mark_built
+    from hla_deploy.native.cmake import is_fresh, mark_built
     out = tmp_path / "lib.so"
     out.write_bytes(b"x")
     assert not is_fresh(out, tmp_path, "t", "k1")  # never built

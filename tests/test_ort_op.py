@@ -22,7 +22,7 @@ from reference import ref_hla, ref_state_size
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from hla_deploy.plugins.ort_op_graph import single_node_model, single_node_session  # noqa: E402
+from hla_deploy.native.ort_op_graph import single_node_model, single_node_session  # noqa: E402
 
 
 @pytest.fixture(scope="module")

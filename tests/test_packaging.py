@@ -90,7 +90,7 @@ def test_installed_wheel_quickstart_from_another_directory(user_venv, tmp_path):
     py, cli = venv / "bin" / "python", venv / "bin" / "hla-deploy"
     cache = tmp_path / "cache"
     # the ORT headers, where the installed package looks for them (<cache>/deps/): as if fetched
-    from hla_deploy.plugins.ort_headers import ORT_HEADERS_DIRNAME, ort_include_dir
+    from hla_deploy.native.ort_headers import ORT_HEADERS_DIRNAME, ort_include_dir
     shutil.copytree(ort_include_dir(fetch=True, verbose=False),
                     cache / "deps" / ORT_HEADERS_DIRNAME / "usr" / "include" / "onnxruntime")
     work = tmp_path / "elsewhere"
@@ -98,7 +98,7 @@ def test_installed_wheel_quickstart_from_another_directory(user_venv, tmp_path):
     env = _user_env(cache, venv)
 
     # the installed copy runs, not this checkout, and it finds its sources in site-packages
-    probe = ("import json, sys, hla_deploy; from hla_deploy.plugins import locations as l; "
+    probe = ("import json, sys, hla_deploy; from hla_deploy.native import locations as l; "
              "print(json.dumps([hla_deploy.__file__, str(l.checkout_root()), str(l.plugins_source_dir()), sys.path]))")
     mod, checkout, src, path = json.loads(_run([py, "-c", probe], cwd=work, env=env).stdout)
     assert Path(mod).is_relative_to(site) and checkout == "None"

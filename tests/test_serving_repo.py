@@ -127,7 +127,7 @@ def test_repository_errors(onnx_model, tmp_path):
 
 def test_state_batch_first_matches_original(onnx_model, ort_library, tmp_path):
     import onnxruntime as ort
-    from hla_deploy.exporters.state_batch_first import state_batch_first
+    from hla_deploy.serving.state_batch_first import state_batch_first
     from hla_deploy.runtime import OrtHLASession
     out = state_batch_first(onnx_model, tmp_path / "bf.onnx")
     so = ort.SessionOptions()

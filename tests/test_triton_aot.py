@@ -26,7 +26,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-from hla_deploy.plugins.kernel_configs import MATRIX_CONFIGS, KernelConfig  # noqa: E402
+from hla_deploy.native.kernel_configs import MATRIX_CONFIGS, KernelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [c for c in MATRIX_CONFIGS if c.d == 64 and c.dtype in ("fp16", "bf16")]
@@ -37,8 +37,8 @@ SYMBOLS = {"B", "H", "T", "NT"}
 
 
 def _build(configs, kdir, **kw):
-    from hla_deploy.plugins.kernel_dir import build_kernels
-    from hla_deploy.plugins.triton_aot import AOTCompileError
+    from hla_deploy.native.kernel_dir import build_kernels
+    from hla_deploy.native.triton_aot import AOTCompileError
     try:
         return build_kernels(configs, ARCHS, kdir, jobs=os.cpu_count(), **kw)
     except AOTCompileError as e:
@@ -81,7 +81,7 @@ def _entries(kdir: Path, configs):
 
 
 def _cuobjdump(*args) -> str:
-    from hla_deploy.plugins.triton_aot import triton_tool
+    from hla_deploy.native.triton_aot import triton_tool
     proc = subprocess.run([str(triton_tool("cuobjdump")), *map(str, args)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -100,8 +100,8 @@ def _dumps(kdir: Path, entries) -> dict:
 
 def check_entry(kdir: Path, e: dict, dumps: dict) -> list:
     """Everything checked about one manifest entry (``dumps``: _dumps); returns the problems found."""
-    from hla_deploy.plugins.cuda126 import tool_version
-    from hla_deploy.plugins.triton_aot import cubin_arch, hidden_param_names, triton_tool, triton_version
+    from hla_deploy.native.cuda126 import tool_version
+    from hla_deploy.native.triton_aot import cubin_arch, hidden_param_names, triton_tool, triton_version
     bad = []
     cfg = KernelConfig.from_json(e["config"])
     arch = int(e["arch"][3:])
@@ -200,7 +200,7 @@ os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp()
 import torch
 from triton.runtime.jit import MockTensor   # what kernel.warmup passes for tensors: data_ptr() 0, aligned
 from hla_deploy.ops.triton.launch_plan import plan
-from hla_deploy.plugins.stub_driver import fixed_target_driver
+from hla_deploy.native.stub_driver import fixed_target_driver
 cfg, arch, ptxas = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 os.environ["TRITON_PTXAS_PATH"] = ptxas
 TORCH = {"ptr_fp32": torch.float32, "ptr_fp16": torch.float16, "ptr_bf16": torch.bfloat16}
@@ -243,7 +243,7 @@ def test_second_build_compiles_nothing(quick_build, kernel_dir):
 def test_changed_key_recompiles(quick_build, kernel_dir, tmp_path):
     """Each part of the key (Triton version, ptxas version, source hash; the cubin's own bytes) forces
     a recompile of that entry only; the rest is reused; no stale cubin is left behind."""
-    from hla_deploy.plugins.kernel_dir import copy_kernels
+    from hla_deploy.native.kernel_dir import copy_kernels
     names = ["hla2-n0-c0-d64-dv64-bf16", "hla2-n1-c0-d64-dv64-fp16", "ahla-n0-c0-d64-dv64-bf16",
              "hla2-n0-c1-d64-dv64-fp16", "ahla-n1-c0-d64-dv64-fp16"]
     kdir = tmp_path / "k"
@@ -259,7 +259,7 @@ def test_changed_key_recompiles(quick_build, kernel_dir, tmp_path):
     cubin.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
     stale = kdir / "sm_90" / "old.cubin"
     stale.write_bytes(b"x")
-    from hla_deploy.plugins.kernel_dir import build_kernels
+    from hla_deploy.native.kernel_dir import build_kernels
     report = build_kernels(names, [90], kdir, jobs=os.cpu_count(), verbose=False)
     assert sorted(report.compiled) == sorted((n, "sm_90") for n in names[:4])
     assert report.reused == [(names[4], "sm_90")]
@@ -274,7 +274,7 @@ def test_changed_key_recompiles(quick_build, kernel_dir, tmp_path):
 
 def test_concurrent_merges_keep_every_entry(tmp_path):
     """Two builds finishing at once: each merge re-reads the manifest under the lock, so none is lost."""
-    from hla_deploy.plugins import kernel_dir as kd
+    from hla_deploy.native import kernel_dir as kd
     names = [f"hla2-n0-c0-d{d}-dv{d}-fp16" for d in range(1, 41)]
 
     def fake(name):
@@ -296,8 +296,8 @@ def test_concurrent_merges_keep_every_entry(tmp_path):
 
 
 def test_bad_manifest_is_an_error_naming_it(tmp_path):
-    from hla_deploy.plugins.kernel_dir import build_kernels
-    from hla_deploy.plugins.triton_aot import AOTCompileError
+    from hla_deploy.native.kernel_dir import build_kernels
+    from hla_deploy.native.triton_aot import AOTCompileError
     (tmp_path / "manifest.json").write_text('{"schema": 2, "entries": []}')
     with pytest.raises(AOTCompileError, match=r"manifest.json: not a schema-1 kernel manifest"):
         build_kernels(QUICK[:1], [90], tmp_path, verbose=False)
@@ -309,7 +309,7 @@ def test_bad_manifest_is_an_error_naming_it(tmp_path):
 def test_refusals_name_what_the_launcher_lacks():
     """Kernels the C++ launcher could not run are build errors, never a manifest entry."""
     from types import SimpleNamespace
-    from hla_deploy.plugins.triton_aot import AOTCompileError, _refuse_unsupported
+    from hla_deploy.native.triton_aot import AOTCompileError, _refuse_unsupported
     ok = dict(global_scratch_size=0, profile_scratch_size=0, tensordesc_meta=[], tmem_size=0, num_ctas=1,
               launch_cooperative_grid=False, launch_pdl=False, shared=1024)
     _refuse_unsupported(SimpleNamespace(**ok), "k", 90)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hla_deploy.plugins.kernel_configs import ConfigError, KernelConfig, kernel_configs_of_model
+from hla_deploy.native.kernel_configs import ConfigError, KernelConfig, kernel_configs_of_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def cli(capsys, *argv):
     (["--jobs", "0"], ["--jobs must be >= 1"]),
 ])
 def test_build_plugins_usage_errors(capsys, monkeypatch, flags, needles):
-    import hla_deploy.plugins as plugins
+    import hla_deploy.native as plugins
     monkeypatch.setattr(plugins, "_run_native", lambda args: pytest.fail("built despite a bad option"))
     rc, out, err = cli(capsys, "build-plugins", *flags)
     assert rc == 2 and out == ""
@@ -53,7 +53,7 @@ def test_help_says_the_default_archs_and_sets(capsys):
 
 
 def _no_triton(monkeypatch):
-    from hla_deploy.plugins import triton_aot
+    from hla_deploy.native import triton_aot
 
     def missing():
         raise triton_aot.TritonMissingError("building the AOT prefill kernels needs Triton, which is not installed "
@@ -71,7 +71,7 @@ def test_triton_missing_is_exit_3_naming_the_extra(capsys, monkeypatch, flags):
 
 def test_triton_missing_without_kernel_options_is_one_line(capsys, monkeypatch):
     """Plain `build-plugins` (the ORT library) does not need Triton: the default kernels are skipped."""
-    import hla_deploy.plugins as plugins
+    import hla_deploy.native as plugins
     _no_triton(monkeypatch)
     monkeypatch.setattr(plugins, "_run_native", lambda args: 0)
     rc, out, err = cli(capsys, "build-plugins")
@@ -80,7 +80,7 @@ def test_triton_missing_without_kernel_options_is_one_line(capsys, monkeypatch):
 
 def test_ort_library_path_needs_no_triton(tmp_path):
     code = ("import sys; sys.modules['triton'] = None\n"
-            "import hla_deploy.plugins as p, hla_deploy.plugins.build as b\n"
+            "import hla_deploy.native as p, hla_deploy.native.build as b\n"
             "print(b.build_dir()); p.add_arguments(__import__('argparse').ArgumentParser())\n"
             "assert 'torch' not in sys.modules, 'importing the plugins imported torch'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -107,7 +107,7 @@ def test_export_kernels_without_triton_is_exit_3_before_exporting(capsys, monkey
 # ---- configurations --------------------------------------------------------------------------------------
 
 def test_config_names_round_trip():
-    from hla_deploy.plugins.kernel_configs import CONFIG_SETS, DEFAULT_CONFIGS
+    from hla_deploy.native.kernel_configs import CONFIG_SETS, DEFAULT_CONFIGS
     for c in CONFIG_SETS["matrix"]:
         assert KernelConfig.parse(c.name) == c and KernelConfig.from_json(c.to_json()) == c
     assert len(DEFAULT_CONFIGS) == 18 and KernelConfig.parse("hla2-n0-c0-d64-dv64-fp16") in DEFAULT_CONFIGS
@@ -173,7 +173,7 @@ def test_kernel_configs_of_model_without_shapes_or_file(tmp_path):
 def test_shipped_model_export_has_the_default_sets_configuration(tmp_path, lm_custom_export):
     import onnx
     from hla_deploy.models import HLALanguageModel, default_checkpoint
-    from hla_deploy.plugins.kernel_configs import DEFAULT_CONFIGS
+    from hla_deploy.native.kernel_configs import DEFAULT_CONFIGS
     model = HLALanguageModel.load(default_checkpoint())
     path = tmp_path / "shipped.onnx"
     onnx.save(lm_custom_export("shipped", model, "fp16"), str(path))
@@ -186,7 +186,7 @@ def test_shipped_model_export_has_the_default_sets_configuration(tmp_path, lm_cu
 def test_stub_driver_is_installed_and_restored():
     pytest.importorskip("triton")
     from triton.runtime import driver
-    from hla_deploy.plugins.stub_driver import FixedTargetDriver, fixed_target_driver
+    from hla_deploy.native.stub_driver import FixedTargetDriver, fixed_target_driver
     before = driver._active
     with fixed_target_driver(87) as d:
         assert driver.active is d and isinstance(d, FixedTargetDriver)
@@ -201,8 +201,8 @@ def test_default_set_without_ptxas_126_builds_sm90_only(capsys, monkeypatch):
     """A GPU machine without network access: plain `build-plugins` cannot fetch sm_87's ptxas 12.6;
     that is one line and sm_90 still builds (an explicit --arch 87 is an error instead)."""
     pytest.importorskip("triton")
-    import hla_deploy.plugins as plugins
-    from hla_deploy.plugins import kernel_dir, triton_aot
+    import hla_deploy.native as plugins
+    from hla_deploy.native import kernel_dir, triton_aot
     real = triton_aot.toolchain
 
     def toolchain(arch):
@@ -221,8 +221,8 @@ def test_default_set_without_ptxas_126_builds_sm90_only(capsys, monkeypatch):
 
 
 def _fake_report(calls, configs, archs):
-    from hla_deploy.plugins.kernel_dir import BuildReport
-    from hla_deploy.plugins.triton_aot import Toolchain
+    from hla_deploy.native.kernel_dir import BuildReport
+    from hla_deploy.native.triton_aot import Toolchain
     r = BuildReport(Path("/nowhere"))
     r.toolchains = {a: Toolchain(a, "3.x", "ptxas", "12.x") for a in archs}
     r.compiled = [(c.name, f"sm_{a}") for c in configs for a in archs]

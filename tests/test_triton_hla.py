@@ -376,11 +376,11 @@ class TestApi:
     def test_auto_never_picks_triton_for_head_dims_it_cannot_run(self, monkeypatch):
         """backend="auto" on CUDA tensors falls back to chunk / recurrent when d or dv (+ normalize)
         exceeds MAX_HEAD_DIM (before, it picked Triton, whose input check then raised)."""
-        from hla_deploy.ops import api
+        from hla_deploy.ops.backend import auto_backend
         monkeypatch.setattr(hla_triton, "is_available", lambda: True)  # as on a CUDA machine
 
         def pick(T, d, dv, normalize=False, on_cuda=True):
-            return api._auto_backend(on_cuda, torch.float32, T, "hla2", normalize, 0.0, d, dv)
+            return auto_backend(on_cuda, torch.float32, T, "hla2", normalize, 0.0, d, dv)
         assert pick(64, 64, 64) == "triton" and pick(64, 128, 128) == "triton"
         assert pick(64, 192, 64) == "chunk" and pick(1, 192, 64) == "recurrent"
         assert pick(64, 64, 128, normalize=True) == "chunk"

@@ -1,6 +1,6 @@
 """Build the TensorRT plugin (plugins/trt_hla) WITHOUT TensorRT's libraries and check it.
 
-TensorRT's headers come from hla_deploy.plugins.trt_build (TENSORRT_INCLUDE_DIR, an installed
+TensorRT's headers come from hla_deploy.native.trt_build (TENSORRT_INCLUDE_DIR, an installed
 TensorRT, or the kernel-lens wheel fallback fetched with pip into .deps/). With nvcc the whole
 plugin library is built (CUDA kernels for sm_90 only here, to save time) and checked:
 - its dynamic exports are exactly getCreators and setLoggerFinder (nm -D, then ctypes);
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from hla_deploy.plugins import PluginBuildError
-from hla_deploy.plugins import trt_build
+from hla_deploy.native import PluginBuildError
+from hla_deploy.native import trt_build
 
 HAS_NVCC = shutil.which("nvcc") is not None
 NO_NVCC = "nvcc not found: the TensorRT plugin library needs the CUDA toolkit (only the TensorRT-free part was built)"

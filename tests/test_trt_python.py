@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from hla_deploy.exporters import cli_build_engine
-from hla_deploy.exporters.tensorrt_engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
+from hla_deploy.exporters.tensorrt import cli_build_engine
+from hla_deploy.exporters.tensorrt.engine import (DEFAULT_OPT_SEQ, TensorRTUnavailableError, _write_atomic, build_engine,
                                        onnx_model_info, profile_shapes, trtexec_command)
 
 
@@ -231,8 +231,8 @@ def test_trt_session_interface_matches_ort_session():
 # ---- plugin build: header resolution ------------------------------------------------------------------
 
 def test_tensorrt_include_dir_from_env(tmp_path, monkeypatch):
-    from hla_deploy.plugins import PluginBuildError
-    from hla_deploy.plugins import trt_build
+    from hla_deploy.native import PluginBuildError
+    from hla_deploy.native import trt_build
 
     monkeypatch.setenv("TENSORRT_INCLUDE_DIR", str(tmp_path))
     with pytest.raises(PluginBuildError, match="does not contain NvInferRuntime.h"):
@@ -242,8 +242,8 @@ def test_tensorrt_include_dir_from_env(tmp_path, monkeypatch):
 
 
 def test_trt_plugin_path_without_build(tmp_path, monkeypatch):
-    from hla_deploy.plugins import PluginBuildError, trt_plugin_path
-    from hla_deploy.plugins import trt_build
+    from hla_deploy.native import PluginBuildError, trt_plugin_path
+    from hla_deploy.native import trt_build
 
     monkeypatch.setenv("HLA_DEPLOY_BUILD_DIR", str(tmp_path))
     assert trt_build.trt_plugin_file() == tmp_path.resolve() / "trt" / "lib" / "libhla_trt_plugin.so"

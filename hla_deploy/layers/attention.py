@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from hla_deploy.ops import hla_attention, state_size
-from hla_deploy.ops.api import BACKENDS, _check_scalar, _decay_values
+from hla_deploy.ops.validate import BACKENDS, check_scalar, decay_values
 from hla_deploy.ops.state import VARIANTS
 
 from .norms import RMSNorm, l2_normalize
@@ -73,12 +73,12 @@ class HLAAttention(nn.Module):
             raise ValueError(f"HLAAttention: unknown HLA variant {variant!r}; expected one of {', '.join(VARIANTS)}")
         if backend not in BACKENDS:
             raise ValueError(f"HLAAttention: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        self.eps = _check_scalar("eps", eps)
-        self.ridge = _check_scalar("ridge", ridge)
+        self.eps = check_scalar("eps", eps)
+        self.ridge = check_scalar("ridge", ridge)
         if self.ridge != 0.0 and variant != "hla2":
             raise ValueError(f"HLAAttention: ridge={ridge} is only defined for variant 'hla2', not {variant!r}")
         given = [decay] if not isinstance(decay, (list, tuple)) else list(decay)
-        self.decay = tuple(_decay_values(given, n_heads, variant)[:len(given)])   # 1 or H floats
+        self.decay = tuple(decay_values(given, n_heads, variant)[:len(given)])   # 1 or H floats
         self.d_model, self.n_heads, self.head_dim, self.value_dim = d_model, n_heads, head_dim, value_dim
         self.variant, self.normalize = variant, bool(normalize)
         self.qk_norm, self.backend, self.chunk_size = bool(qk_norm), backend, chunk_size

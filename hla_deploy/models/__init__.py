@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from hla_deploy.models import tokenizer
-from hla_deploy.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hla_deploy.models.checkpoint import CheckpointError, save_checkpoint
 from hla_deploy.models.config import HLAConfig, geometric_decay
 from hla_deploy.models.generate import generate, generate_stream
-from hla_deploy.models.model import HLALanguageModel
+from hla_deploy.models.model import HLALanguageModel, load_checkpoint
 
 DEFAULT_CHECKPOINT_NAME = "tiny-pystdlib"
 

@@ -5,6 +5,8 @@ Every file is written atomically (a temp file in the same directory, then os.rep
 reader never sees a half-written file; the manifest is removed first and written last, so a save
 cut short leaves a checkpoint without digests (it loads with a warning), never one whose digests
 describe other weights. Every load verifies the weights against the manifest before reading them.
+The model class is not imported here (hla_deploy.models.model imports this module): save_checkpoint
+and fill_model take the model; HLALanguageModel.load / load_checkpoint build it.
 Every problem found while loading raises CheckpointError (a ValueError and a
 hla_deploy.exit_codes.UsageError: exit status 2 in every CLI) naming the file and, for tensors,
 the tensor name and the expected/actual shape, for a digest mismatch both digests.
@@ -139,15 +141,13 @@ def _few(names, shown: int = 4) -> str:
     return f"{names[:shown]}{more}"
 
 
-def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str = "auto"):
-    """Build an HLALanguageModel from `directory`, checking every tensor name, shape and dtype."""
-    from hla_deploy.models.model import HLALanguageModel
-
-    directory = Path(directory)
-    config = load_config(directory)
-    wpath = directory / WEIGHTS_NAME
+def fill_model(model, directory: PathLike):
+    """Load `directory`'s weights into `model` (built from `directory`'s config, e.g. by
+    HLALanguageModel.load), checking every tensor name, shape and dtype; returns `model`. Takes the
+    model rather than building it, so this module does not import the model class."""
+    config = model.config
+    wpath = Path(directory) / WEIGHTS_NAME
     tensors = load_tensors(wpath)
-    model = HLALanguageModel(config, attn_backend=attn_backend)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -170,4 +170,4 @@ def load_checkpoint(directory: PathLike, map_location="cpu", attn_backend: str =
             raise CheckpointError(f"checkpoint weights {str(wpath)!r}: tensor {name!r} holds NaN or Inf")
     _check_saved_config(config, wpath)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
-    return model.to(map_location) if map_location is not None else model
+    return model

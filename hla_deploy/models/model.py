@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 from hla_deploy.layers import HLAAttention
 from hla_deploy.layers.norms import QK_L2_EPS, RMSNorm, l2_normalize, rms_norm  # noqa: F401 (re-exported)
+from hla_deploy.models.checkpoint import fill_model, load_config, save_checkpoint
 from hla_deploy.models.config import HLAConfig
 
 
@@ -210,14 +211,20 @@ class HLALanguageModel(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save(self, directory) -> "object":
         """Write config.json + model.safetensors into `directory` (atomically); returns the Path."""
-        from hla_deploy.models.checkpoint import save_checkpoint
         return save_checkpoint(self, directory)
 
     @classmethod
     def load(cls, directory, map_location="cpu", attn_backend: str = "auto") -> "HLALanguageModel":
-        """Load a checkpoint directory; raises CheckpointError naming the file and the problem."""
-        from hla_deploy.models.checkpoint import load_checkpoint
-        return load_checkpoint(directory, map_location=map_location, attn_backend=attn_backend)
+        """Load a checkpoint directory, checking every tensor name, shape and dtype; raises
+        CheckpointError naming the file and the problem."""
+        model = fill_model(cls(load_config(directory), attn_backend=attn_backend), directory)
+        return model.to(map_location) if map_location is not None else model
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def load_checkpoint(directory, map_location="cpu", attn_backend: str = "auto") -> HLALanguageModel:
+    """Build an HLALanguageModel from `directory`, checking every tensor name, shape and dtype
+    (HLALanguageModel.load)."""
+    return HLALanguageModel.load(directory, map_location=map_location, attn_backend=attn_backend)

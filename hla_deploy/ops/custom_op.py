@@ -47,8 +47,8 @@ def _resolve_backend(backend: str, q: torch.Tensor, variant: str, normalize: boo
                      dv: int) -> str:
     if backend != "auto":
         return backend
-    from .api import _auto_backend
-    return _auto_backend(q.is_cuda, q.dtype, q.shape[1], variant, normalize, ridge, q.shape[3], dv)
+    from .backend import auto_backend
+    return auto_backend(q.is_cuda, q.dtype, q.shape[1], variant, normalize, ridge, q.shape[3], dv)
 
 
 def _forward_impl(q, k, v, state, variant, decay, normalize, eps, ridge, backend, chunk_size,
@@ -60,8 +60,8 @@ def _forward_impl(q, k, v, state, variant, decay, normalize, eps, ridge, backend
     if differentiable_only and backend == "recurrent":
         backend = "chunk"
     if backend == "triton":
-        from .api import _triton_module
-        return _triton_module().hla_attention_triton(q, k, v, variant, list(decay), normalize, eps, ridge,
+        from .backend import triton_module
+        return triton_module().hla_attention_triton(q, k, v, variant, list(decay), normalize, eps, ridge,
                                                      state, True)
     cdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc, vc = q.to(cdtype), k.to(cdtype), v.to(cdtype)

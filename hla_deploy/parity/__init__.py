@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from .backend_names import BACKEND_NAMES
 from .tolerances import DTYPES
 
 __all__ = ["run_parity", "SCHEMA_VERSION", "DEFAULT_PROMPTS", "BACKEND_NAMES"]
 
 #: Version of the JSON report schema (docs/PARITY.md). Bump on any incompatible change.
 SCHEMA_VERSION = 1
-
-BACKEND_NAMES = ("torch", "triton", "ort-cpu", "ort-cuda", "onnx-standard", "trt")
 
 #: Default prompts (byte-level tokens): four Python snippets of 72 bytes each, run as one batch
 #: [4, 72] (longer than one 64-token chunk, so the chunked prefill crosses a chunk boundary).
@@ -105,7 +104,7 @@ def run_parity(checkpoint, onnx: OnnxArg = None, backends: Optional[Iterable[str
     decode_steps: teacher-forced greedy decode steps after the prefill.
     dtype: precision of the backends under test (fp32|fp16|bf16); the reference is float32.
     tolerances: overrides of the per-dtype defaults (tolerances.TOLERANCE_KEYS).
-    library: the ORT custom-op library (default hla_deploy.plugins.ort_library_path()).
+    library: the ORT custom-op library (default hla_deploy.native.ort_library_path()).
     workdir: where exported graphs / engines go (default: a temp dir removed afterwards).
     log: called with progress lines (default: silent).
     """

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import BACKEND_NAMES  # the one list of backend names (hla_deploy/parity/__init__.py)
+from .backend_names import BACKEND_NAMES
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -147,7 +147,7 @@ class ParityContext:
     def ort_library(self) -> Path:
         if self.library is not None:
             return Path(self.library)
-        from hla_deploy.plugins import ort_library_path
+        from hla_deploy.native import ort_library_path
         self.library = Path(ort_library_path(build=True))
         return self.library
 
@@ -424,7 +424,7 @@ class TrtBackend(_SessionBackend):
         ok, why = _cuda_available()
         if not ok:
             raise BackendSkipped(why)
-        from hla_deploy.exporters.tensorrt_engine import build_engine
+        from hla_deploy.exporters.tensorrt.engine import build_engine
         from hla_deploy.runtime import TrtHLASession
         path = ctx.onnx_path("custom")
         plan = ctx.workdir / f"{Path(path).stem}_b{ctx.max_batch}.plan"

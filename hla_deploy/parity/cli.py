@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import BACKEND_NAMES as _BACKENDS
+from .backend_names import BACKEND_NAMES as _BACKENDS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

@@ -1,124 +1,62 @@
-"""Native plugins: the ONNX Runtime custom-op library (and the TensorRT plugin), built on first use.
+"""Deprecated alias of hla_deploy.native (the Python side of the native libraries), kept for one release.
 
-    ort_library_path(build=True) -> Path    libhla_ort_op.so (hla_deploy::HLARecurrentStep)
-    ort_runner_path(build=True)  -> Path    the C++ runner (plugins/ort_hla/hla_runner.cc)
-    trt_plugin_path(build=True)  -> Path    the TensorRT plugin (hla_deploy.plugins.trt_build)
-    build_kernels(configs, archs=(87, 90))  AOT cubins of the Triton prefill kernels + manifest.json in
-                                            <cache>/kernels (hla_deploy.plugins.kernel_dir; needs Triton)
-    kernel_configs_of_model(path) -> [KernelConfig]   the configurations of a model's HLARecurrentStep nodes
-    plugins_source_dir() -> Path            the native sources (checkout or installed package)
-    cache_dir() -> Path                     per-user cache: builds and downloaded headers
-    PluginBuildError                        raised with a clear message when a build fails
-
-Builds go to ``$HLA_DEPLOY_BUILD_DIR`` or ``<cache_dir()>/build/<kind>-<key>/`` (the key hashes
-the sources, the onnxruntime version and the CUDA setting; see hla_deploy.plugins.build), never
-into the source tree or site-packages.
-
-Also the ``build-plugins`` subcommand of ``hla-deploy`` (``add_arguments`` / ``run``; its AOT-kernel
-options are hla_deploy.plugins.cli_kernels).
-Importing this module is cheap: nothing is built or imported until asked for.
+``from hla_deploy.plugins import ort_library_path``, ``import hla_deploy.plugins.<module>`` and
+``python -m hla_deploy.plugins.<module>`` keep working and give the very objects of hla_deploy.native
+(the same module, not a copy: monkeypatching either name patches both), with one DeprecationWarning
+when this package is first imported.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import os
+import importlib.abc
+import importlib.util
 import sys
-from pathlib import Path
+import warnings
 
-from .cli_kernels import UsageError, add_kernel_arguments, kernel_request, run_kernels
+import hla_deploy.native as _native
+from hla_deploy.native import *  # noqa: F401,F403  (the public names, as before)
+from hla_deploy.native import __all__  # noqa: F401
 
-from .build import PluginBuildError, build_dir, cmake_build, ort_library_path, ort_runner_path
-from .kernel_configs import KernelConfig, kernel_configs_of_model
-from .kernel_dir import build_kernels, default_kernel_dir
-from .locations import cache_dir, plugins_source_dir
+_OLD, _NEW = __name__, _native.__name__
 
-__all__ = ["PluginBuildError", "build_dir", "cache_dir", "cmake_build", "ort_library_path", "ort_runner_path",
-           "plugins_source_dir", "trt_plugin_path", "build_kernels", "default_kernel_dir", "KernelConfig",
-           "kernel_configs_of_model", "add_arguments", "run"]
+warnings.warn(f"{_OLD} is deprecated and will be removed in the next release: use {_NEW} "
+              f"(the same functions; e.g. `from {_NEW} import ort_library_path`)", DeprecationWarning, stacklevel=2)
 
 
-def _trt_build_module():
+class _AliasLoader(importlib.abc.Loader):
+    def create_module(self, spec):
+        return importlib.import_module(_NEW + spec.name[len(_OLD):])   # the module itself, not a copy
+
+    def exec_module(self, module):
+        pass   # already executed under its own name
+
+    def get_code(self, fullname):
+        """For ``python -m hla_deploy.plugins.X``: runs hla_deploy.native.X's code as __main__."""
+        new = _NEW + fullname[len(_OLD):]
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    """hla_deploy.plugins.X -> hla_deploy.native.X (whatever X: every submodule, now and later)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(_OLD + "."):
+            return None
+        spec = importlib.util.find_spec(_NEW + fullname[len(_OLD):])
+        if spec is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(), origin=spec.origin)
+
+
+if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())
+
+
+def __getattr__(name):
+    """hla_deploy.native's names and submodules as attributes (``hla_deploy.plugins.locations``)."""
+    if hasattr(_native, name):
+        return getattr(_native, name)
     try:
-        return importlib.import_module("hla_deploy.plugins.trt_build")
-    except ImportError as e:
-        if e.name not in ("hla_deploy.plugins.trt_build",):
-            raise
-        raise PluginBuildError("the TensorRT plugin build is not available in this version "
-                               "(module hla_deploy.plugins.trt_build missing)") from e
-
-
-def trt_plugin_path(build: bool = True) -> Path:
-    """Path of the TensorRT plugin library (implemented in hla_deploy.plugins.trt_build)."""
-    return _trt_build_module().trt_plugin_path(build=build)
-
-
-# ---- `hla-deploy build-plugins` ------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--build-dir", default=None,
-                        help="CMake build directory (default: $HLA_DEPLOY_BUILD_DIR, else a folder per build key "
-                             "under $HLA_DEPLOY_CACHE/build, default ~/.cache/hla-deploy/build)")
-    parser.add_argument("--with-cuda", choices=["auto", "on", "off"], default=None,
-                        help="build the CUDA kernels and the ORT CUDA-EP op (default: on only when nvcc "
-                             "and onnxruntime's CUDAExecutionProvider are both present)")
-    parser.add_argument("--no-runner", action="store_true", help="do not build the C++ runner hla_runner")
-    parser.add_argument("--trt", action="store_true",
-                        help="also build the TensorRT plugin (hla_deploy.plugins.trt_build)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not echo the CMake commands, even with -v (without -v they are not echoed)")
-    add_kernel_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Exit status (hla_deploy.exit_codes): 0 built, 1 the build failed, 2 a bad --build-dir or kernel
-    option, 3 CMake / onnxruntime missing (or Triton, when kernels were asked for)."""
-    try:
-        kernels = kernel_request(args)   # bad --config/--arch/--model: before any build
-    except UsageError as e:
-        print(f"build-plugins: error: {e}", file=sys.stderr)
-        return 2
-    if not getattr(args, "kernels_only", False):
-        rc = _run_native(args)
-        if rc:
-            return rc
-    return run_kernels(kernels) if kernels is not None else 0
-
-
-def _run_native(args: argparse.Namespace) -> int:
-    from hla_deploy._atomic import check_output_path
-    from hla_deploy.extras import MissingDependencyError
-    if args.build_dir:
-        try:
-            check_output_path(Path(args.build_dir).expanduser(), "--build-dir", directory=True)
-        except ValueError as e:
-            print(f"build-plugins: error: {e}", file=sys.stderr)
-            return 2
-        os.environ["HLA_DEPLOY_BUILD_DIR"] = str(Path(args.build_dir).expanduser().resolve())
-    if args.with_cuda:
-        os.environ["HLA_DEPLOY_WITH_CUDA"] = args.with_cuda.upper()
-    verbose = bool(getattr(args, "verbose", False)) and not args.quiet
-    try:
-        targets = ["hla_ort_op"] + ([] if args.no_runner else ["hla_runner"])
-        bdir = build_dir()
-        print(f"sources: {plugins_source_dir()}")
-        print(f"build directory: {bdir}" + ("" if os.environ.get("HLA_DEPLOY_BUILD_DIR")
-                                            else f" (cache {cache_dir()}; set HLA_DEPLOY_CACHE to move it)"),
-              flush=True)
-        cmake_build(targets, verbose=verbose)  # stamps the targets (fresh for ort_library_path)
-        print(f"ONNX Runtime custom-op library: {ort_library_path(build=False)}")
-        if not args.no_runner:
-            print(f"C++ runner: {ort_runner_path(build=False)}")
-        if args.trt:
-            # Hook for the TensorRT plugin build (hla_deploy/plugins/trt_build.py).
-            path = _trt_build_module().build_trt_plugin()
-            print(f"TensorRT plugin: {path}")
-    except MissingDependencyError:
-        raise  # exit 3 with what to install (hla_deploy.cli)
-    except PluginBuildError as e:
-        print(f"build-plugins: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # e.g. --build-dir under a file, or in a read-only place
-        print(f"build-plugins: error: cannot use build directory {build_dir()}: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return importlib.import_module(f"{_OLD}.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {_OLD!r} has no attribute {name!r}") from None

@@ -82,7 +82,7 @@ class OrtHLASession(HLASessionBase):
         self.tf32 = tf32
 
         if library is None:
-            from hla_deploy.plugins import ort_library_path
+            from hla_deploy.native import ort_library_path
             library = ort_library_path(build=True)
         # absolute: a bare file name would make the loader (dlopen) search the system library path
         # instead of the current directory, and possibly load another library of the same name

@@ -1,5 +1,5 @@
 """Loading the HLARecurrentStep TensorRT plugin into a plugin registry (runtime side; the engine
-builder in hla_deploy.exporters.tensorrt_engine uses it too). Imports neither TensorRT nor torch.
+builder in hla_deploy.exporters.tensorrt.engine uses it too). Imports neither TensorRT nor torch.
 
     load_plugin_library(registry, "libhla_trt_plugin.so") -> handle   (registry: builder's or runtime's)
     TensorRTUnavailableError    TensorRT (or a CUDA buffer provider) is missing
@@ -18,7 +18,7 @@ PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE = "HLARecurrentStep", "1", ""
 
 class TensorRTUnavailableError(RuntimeError, MissingDependencyError):
     """TensorRT (or, for TrtHLASession, a CUDA buffer provider) is not available; raised by
-    TrtHLASession and hla_deploy.exporters.tensorrt_engine.build_engine. Also a
+    TrtHLASession and hla_deploy.exporters.tensorrt.engine.build_engine. Also a
     MissingDependencyError: exit status 3 in the CLI."""
 
 

@@ -1,4 +1,4 @@
-"""Run a TensorRT engine built from an hla-deploy export (exporters/tensorrt_engine.py).
+"""Run a TensorRT engine built from an hla-deploy export (exporters/tensorrt/engine.py).
 
     sess = TrtHLASession("model.plan")                       # loads libhla_trt_plugin.so
     logits, state_out = sess.run(input_ids, state)          # stateless, numpy in/out
@@ -73,7 +73,7 @@ class TrtHLASession(HLASessionBase):
         self.device = torch.device("cuda", int(device_id))
 
         if plugin_path is None:
-            from hla_deploy.plugins import trt_plugin_path
+            from hla_deploy.native import trt_plugin_path
             plugin_path = trt_plugin_path(build=True)
         self.plugin_path = Path(plugin_path)
         if not self.plugin_path.is_file():

@@ -7,7 +7,7 @@
 backend "python": REPO/hla_lm/{config.pbtxt, 1/model.py, 1/model.onnx|model.plan}; model.py
 adds this interpreter's site-packages (or $HLA_DEPLOY_SITE_DIRS) to the stub's sys.path and runs
 hla_deploy.serving.python_model. backend "onnxruntime" / "tensorrt": implicit state on a
-batch-first copy of the graph (hla_deploy.exporters.state_batch_first); the onnxruntime config
+batch-first copy of the graph (hla_deploy.serving.state_batch_first); the onnxruntime config
 names a copy of the op library in the repository (model_operations), the tensorrt variant needs
 1/model.plan built from REPO/hla_lm/model_batch_first.onnx (the command is in REPO/README.md).
 Batching (max_batch_size, queue_delay_us): hla_deploy.serving.model_config.
@@ -124,11 +124,11 @@ def write_repository(model: Union[str, os.PathLike], repo: Union[str, os.PathLik
             notes.append("Python backend: runs hla_deploy.runtime (ONNX Runtime + libhla_ort_op.so, or TensorRT) "
                          "in Triton's Python backend stub for this interpreter (`hla-deploy serve` sets it up).")
         else:
-            from hla_deploy.exporters.state_batch_first import state_batch_first
+            from hla_deploy.serving.state_batch_first import state_batch_first
             if backend == "onnxruntime":
                 state_batch_first(model, vdir / "model.onnx")
                 if op_library is None:
-                    from hla_deploy.plugins import ort_library_path
+                    from hla_deploy.native import ort_library_path
                     op_library = ort_library_path(build=True)
                 lib = mdir / Path(op_library).name
                 shutil.copyfile(op_library, lib)

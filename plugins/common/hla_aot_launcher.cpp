@@ -92,7 +92,7 @@ std::string library_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-// A path as hla_deploy.plugins.locations reads one (Path(x).expanduser().resolve(), without the
+// A path as hla_deploy.native.locations reads one (Path(x).expanduser().resolve(), without the
 // symlinks): a leading ~ is $HOME (environment variables are not always set by a shell), a relative
 // path is taken from the working directory.
 std::string user_path(const std::string& path) {
@@ -108,7 +108,7 @@ std::string user_path(const std::string& path) {
   return p;
 }
 
-// hla_deploy.plugins.locations.cache_dir(): where `hla-deploy build-plugins` writes kernels/.
+// hla_deploy.native.locations.cache_dir(): where `hla-deploy build-plugins` writes kernels/.
 std::string cache_dir() {
   const char* c = std::getenv("HLA_DEPLOY_CACHE");
   if (c != nullptr && c[0] != '\0') return user_path(c);
@@ -183,7 +183,7 @@ const Lookup& lookup(State& s, const Config& c, const std::string& arch) {
   return s.lookups[key] = L;
 }
 
-// What `hla-deploy build-plugins` can build (hla_deploy/plugins/kernel_configs.py: ARCHS and
+// What `hla-deploy build-plugins` can build (hla_deploy/native/kernel_configs.py: ARCHS and
 // MAX_HEAD_DIM, the Triton kernels' limits): "" when it can build c for sm_<cc>, else why not.
 constexpr int kAotArchs[] = {87, 90};
 constexpr int kAotMaxHeadDim = 128;

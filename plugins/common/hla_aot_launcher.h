@@ -82,7 +82,7 @@ Status prefill(const Params& p, DType dtype, const Tensors& t, void* workspace, 
 // $HLA_DEPLOY_KERNEL_DIR (':'-separated), hla_kernels/ beside the shared library holding this
 // code, kernels/ in the hla-deploy cache ($HLA_DEPLOY_CACHE, else $XDG_CACHE_HOME/hla-deploy, else
 // ~/.cache/hla-deploy; a leading ~ in a variable is $HOME, a relative path is made absolute, as
-// hla_deploy.plugins.locations reads them). Read once per process.
+// hla_deploy.native.locations reads them). Read once per process.
 std::vector<std::string> search_dirs();
 
 // Forgets manifests, lookups, loaded modules and warnings, and re-reads the search directories

@@ -5,7 +5,7 @@
 //   hla_golden_check --model MODEL.onnx --library LIBHLA_ORT_OP.so --golden golden/index.txt
 //                    [--threads N] [--json] [--label NAME]
 //
-// golden/index.txt (written by hla_deploy/exporters/bundle_golden.py), one record per line:
+// golden/index.txt (written by hla_deploy/exporters/bundle/golden.py), one record per line:
 //   hla_golden 1
 //   model_id <hex>                      the model the golden outputs come from (ONNX metadata
 //                                       hla_deploy.model_id must be the same)
@@ -22,6 +22,8 @@
 // worst cosine per position, greedy-token agreement, max over layers of the final state's relative
 // error. Prints a table; --json prints one JSON line with the metrics and the argmax tokens.
 // Exit 0 within tolerance, 1 out of tolerance or any error (naming the file), 2 bad arguments.
+#include "hla_ort_program.h"
+
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
@@ -39,7 +41,10 @@
 
 namespace {
 
-constexpr const char* kKnownContractVersion = "1";
+using hla_ort::Argmax;
+using hla_ort::kKnownContractVersion;
+using hla_ort::ListStr;
+
 const char* kTolKeys[] = {"max_abs_err", "rel_rms_err", "min_cosine", "token_agreement", "state_rel_err"};
 
 struct Args {
@@ -48,32 +53,20 @@ struct Args {
   bool json = false;
 };
 
-[[noreturn]] void Usage(const char* msg) {
-  if (msg) std::fprintf(stderr, "hla_golden_check: error: %s\n", msg);
-  std::fprintf(stderr,
-               "usage: hla_golden_check --model MODEL.onnx --library LIBHLA_ORT_OP.so --golden INDEX.txt\n"
-               "                        [--threads N] [--json] [--label NAME]\n");
-  std::exit(2);
-}
-
 Args ParseArgs(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Usage((k + " needs a value").c_str());
-      return argv[++i];
-    };
-    if (k == "--model") a.model = value();
-    else if (k == "--library") a.library = value();
-    else if (k == "--golden") a.golden = value();
-    else if (k == "--threads") a.threads = std::atoi(value().c_str());
-    else if (k == "--label") a.label = value();
-    else if (k == "--json") a.json = true;
-    else if (k == "-h" || k == "--help") Usage(nullptr);
-    else Usage(("unknown argument " + k).c_str());
-  }
-  if (a.model.empty() || a.library.empty() || a.golden.empty()) Usage("--model, --library and --golden are required");
+  std::string threads = std::to_string(a.threads);
+  const hla_ort::CommandLine cl{
+      "hla_golden_check",
+      "usage: hla_golden_check --model MODEL.onnx --library LIBHLA_ORT_OP.so --golden INDEX.txt\n"
+      "                        [--threads N] [--json] [--label NAME]\n",
+      {{"--model", &a.model}, {"--library", &a.library}, {"--golden", &a.golden}, {"--threads", &threads},
+       {"--label", &a.label}},
+      {{"--json", &a.json}}};
+  hla_ort::ParseCommandLine(cl, argc, argv);
+  a.threads = std::atoi(threads.c_str());
+  if (a.model.empty() || a.library.empty() || a.golden.empty())
+    hla_ort::Usage(cl, "--model, --library and --golden are required");
   return a;
 }
 
@@ -143,26 +136,11 @@ std::vector<T> ReadRaw(const std::string& path, size_t count) {
   return v;
 }
 
-int64_t Argmax(const float* row, int64_t V) {
-  int64_t best = 0;
-  for (int64_t j = 1; j < V; ++j)
-    if (row[j] > row[best]) best = j;
-  return best;
-}
-
 struct Metrics {
   double max_abs = 0, err_sq = 0, ref_sq = 0, min_cos = 1, state_rel = 0;
   int64_t agree = 0, positions = 0;
   bool finite = true;
 };
-
-std::string ListStr(const std::vector<int64_t>& xs) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < xs.size(); ++i) os << (i ? ", " : "") << xs[i];
-  os << ']';
-  return os.str();
-}
 
 }  // namespace
 
@@ -174,35 +152,23 @@ int main(int argc, char** argv) {
     if (!std::ifstream(args.library)) Fail("custom-op library not found: " + args.library + " (run ./build.sh)");
 
     Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "hla_golden_check");
-    Ort::SessionOptions so;
-    if (args.threads > 0) so.SetIntraOpNumThreads(args.threads);
-    try {
-      so.RegisterCustomOpsLibrary(args.library.c_str());
-    } catch (const Ort::Exception& e) {
-      Fail("could not load the custom-op library " + args.library + ": " + e.what());
-    }
-    Ort::Session session(nullptr);
-    try {
-      session = Ort::Session(env, args.model.c_str(), so);
-    } catch (const Ort::Exception& e) {
-      Fail("ONNX Runtime could not load " + args.model + ": " + e.what());
-    }
-    Ort::AllocatorWithDefaultOptions alloc;
-    Ort::ModelMetadata meta = session.GetModelMetadata();
-    auto version = meta.LookupCustomMetadataMapAllocated("hla_deploy.op_contract_version", alloc);
-    if (!version || std::string(version.get()) != kKnownContractVersion)
-      Fail(args.model + ": op contract version " + (version ? std::string(version.get()) : "missing") +
+    Ort::Session session =
+        hla_ort::OpenSession(env, args.model, args.library, args.threads, hla_ort::LoadErrors::kNameTheFile);
+    std::string version, model_id;
+    const bool has_version = hla_ort::Metadata(session, "hla_deploy.op_contract_version", &version);
+    if (!has_version || version != kKnownContractVersion)
+      Fail(args.model + ": op contract version " + (has_version ? version : "missing") +
            ", this checker knows " + kKnownContractVersion);
-    auto model_id = meta.LookupCustomMetadataMapAllocated("hla_deploy.model_id", alloc);
-    if (!model_id) Fail(args.model + " has no 'hla_deploy.model_id' metadata (not a bundle's model)");
-    if (g.model_id != model_id.get())
+    if (!hla_ort::Metadata(session, "hla_deploy.model_id", &model_id))
+      Fail(args.model + " has no 'hla_deploy.model_id' metadata (not a bundle's model)");
+    if (g.model_id != model_id)
       Fail(args.golden + " was recorded from model " + g.model_id + ", but " + args.model + " is model " +
-           model_id.get() + " (golden files of another model)");
+           model_id + " (golden files of another model)");
 
     const int64_t V = g.V, L = g.L, H = g.H, N = g.N;
     Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-    const char* in_names[2] = {"input_ids", "state"};
-    const char* out_names[2] = {"logits", "state_out"};
+    const char* const* in_names = hla_ort::kInputNames;
+    const char* const* out_names = hla_ort::kOutputNames;
     std::vector<int64_t> state_shape = {L, 1, H, N};
     Metrics m;
     std::vector<std::vector<int64_t>> all_tokens;

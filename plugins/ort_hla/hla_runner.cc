@@ -11,13 +11,14 @@
 // as the next state. It prints the generated text and the decode speed; --json prints one JSON
 // object with the prompt and generated token ids (tests compare them with Python's
 // OrtHLASession.generate).
+#include "hla_ort_program.h"
+
 #include <onnxruntime_cxx_api.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <iostream>
 #include <stdexcept>
 #include <sstream>
@@ -26,7 +27,8 @@
 
 namespace {
 
-constexpr const char* kKnownContractVersion = "1";
+using hla_ort::Argmax;
+using hla_ort::ListStr;
 
 struct Args {
   std::string model, library, prompt = "def ";
@@ -35,35 +37,23 @@ struct Args {
   bool json = false;
 };
 
-[[noreturn]] void Usage(const char* msg) {
-  if (msg) std::fprintf(stderr, "hla_runner: error: %s\n", msg);
-  std::fprintf(stderr,
-               "usage: hla_runner --model MODEL.onnx --library LIBHLA_ORT_OP.so [--prompt TEXT]\n"
-               "                  [--max-new-tokens N] [--threads N] [--json]\n");
-  std::exit(2);
-}
-
 Args ParseArgs(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Usage((k + " needs a value").c_str());
-      return argv[++i];
-    };
-    if (k == "--model") a.model = value();
-    else if (k == "--library") a.library = value();
-    else if (k == "--prompt") a.prompt = value();
-    else if (k == "--max-new-tokens") a.max_new_tokens = std::atoi(value().c_str());
-    else if (k == "--threads") a.threads = std::atoi(value().c_str());
-    else if (k == "--json") a.json = true;
-    else if (k == "-h" || k == "--help") Usage(nullptr);
-    else Usage(("unknown argument " + k).c_str());
-  }
-  if (a.model.empty()) Usage("--model is required");
-  if (a.library.empty()) Usage("--library is required");
-  if (a.max_new_tokens < 1) Usage("--max-new-tokens must be >= 1");
-  if (a.prompt.empty()) Usage("--prompt must not be empty (the model needs at least one token)");
+  std::string max_new_tokens = std::to_string(a.max_new_tokens), threads = std::to_string(a.threads);
+  const hla_ort::CommandLine cl{
+      "hla_runner",
+      "usage: hla_runner --model MODEL.onnx --library LIBHLA_ORT_OP.so [--prompt TEXT]\n"
+      "                  [--max-new-tokens N] [--threads N] [--json]\n",
+      {{"--model", &a.model}, {"--library", &a.library}, {"--prompt", &a.prompt},
+       {"--max-new-tokens", &max_new_tokens}, {"--threads", &threads}},
+      {{"--json", &a.json}}};
+  hla_ort::ParseCommandLine(cl, argc, argv);
+  a.max_new_tokens = std::atoi(max_new_tokens.c_str());
+  a.threads = std::atoi(threads.c_str());
+  if (a.model.empty()) hla_ort::Usage(cl, "--model is required");
+  if (a.library.empty()) hla_ort::Usage(cl, "--library is required");
+  if (a.max_new_tokens < 1) hla_ort::Usage(cl, "--max-new-tokens must be >= 1");
+  if (a.prompt.empty()) hla_ort::Usage(cl, "--prompt must not be empty (the model needs at least one token)");
   return a;
 }
 
@@ -86,22 +76,6 @@ std::string JsonString(const std::string& s) {
   }
   os << '"';
   return os.str();
-}
-
-// "[a, b, c]": token ids for --json, and shapes in messages.
-std::string ListStr(const std::vector<int64_t>& xs) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < xs.size(); ++i) os << (i ? ", " : "") << xs[i];
-  os << ']';
-  return os.str();
-}
-
-int64_t ArgmaxRow(const float* row, int64_t V) {
-  int64_t best = 0;
-  for (int64_t j = 1; j < V; ++j)
-    if (row[j] > row[best]) best = j;
-  return best;
 }
 
 // The logits of the last of T positions, after checking that `logits` is [1, T, V] float32
@@ -134,23 +108,20 @@ int main(int argc, char** argv) {
   }
   try {
     Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "hla_runner");
-    Ort::SessionOptions so;
-    if (args.threads > 0) so.SetIntraOpNumThreads(args.threads);
-    so.RegisterCustomOpsLibrary(args.library.c_str());
-    Ort::Session session(env, args.model.c_str(), so);
+    Ort::Session session =
+        hla_ort::OpenSession(env, args.model, args.library, args.threads, hla_ort::LoadErrors::kAsIs);
     Ort::AllocatorWithDefaultOptions alloc;
 
     // Contract version recorded by the exporter.
-    Ort::ModelMetadata meta = session.GetModelMetadata();
-    auto version = meta.LookupCustomMetadataMapAllocated("hla_deploy.op_contract_version", alloc);
-    if (!version) {
+    std::string version;
+    if (!hla_ort::Metadata(session, "hla_deploy.op_contract_version", &version)) {
       std::fprintf(stderr, "hla_runner: error: %s has no 'hla_deploy.op_contract_version' metadata "
                            "(not an hla-deploy export?)\n", args.model.c_str());
       return 1;
     }
-    if (std::strcmp(version.get(), kKnownContractVersion) != 0) {
+    if (version != hla_ort::kKnownContractVersion) {
       std::fprintf(stderr, "hla_runner: error: %s uses op contract version %s; this runner knows version %s\n",
-                   args.model.c_str(), version.get(), kKnownContractVersion);
+                   args.model.c_str(), version.c_str(), hla_ort::kKnownContractVersion);
       return 1;
     }
 
@@ -174,8 +145,8 @@ int main(int argc, char** argv) {
     const int64_t L = sshape[0], H = sshape[2], N = sshape[3];
 
     Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-    const char* in_names[2] = {"input_ids", "state"};
-    const char* out_names[2] = {"logits", "state_out"};
+    const char* const* in_names = hla_ort::kInputNames;
+    const char* const* out_names = hla_ort::kOutputNames;
 
     std::vector<int64_t> prompt_ids;
     for (unsigned char c : args.prompt) prompt_ids.push_back(static_cast<int64_t>(c));
@@ -195,7 +166,7 @@ int main(int argc, char** argv) {
     int64_t V = 0;  // vocabulary size, from the first logits [1, T, V]
     const float* last = LastLogits(outputs[0], static_cast<int64_t>(prompt_ids.size()), &V);
     std::vector<int64_t> generated;
-    generated.push_back(ArgmaxRow(last, V));
+    generated.push_back(Argmax(last, V));
     Ort::Value state = std::move(outputs[1]);
 
     // Decode: one token per call, state_out fed back.
@@ -206,7 +177,7 @@ int main(int argc, char** argv) {
       inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, &token, 1, step_shape.data(), step_shape.size()));
       inputs.push_back(std::move(state));
       outputs = session.Run(Ort::RunOptions{nullptr}, in_names, inputs.data(), 2, out_names, 2);
-      token = ArgmaxRow(LastLogits(outputs[0], 1, &V), V);
+      token = Argmax(LastLogits(outputs[0], 1, &V), V);
       generated.push_back(token);
       state = std::move(outputs[1]);
     }

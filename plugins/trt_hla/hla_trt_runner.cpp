@@ -1,5 +1,5 @@
 // hla_trt_runner: greedy text generation from a TensorRT engine built from an hla-deploy ONNX
-// export (exporters/tensorrt_engine.py or trtexec), with the HLARecurrentStep plugin library.
+// export (exporters/tensorrt/engine.py or trtexec), with the HLARecurrentStep plugin library.
 //
 //   hla_trt_runner --engine MODEL.plan --plugin libhla_trt_plugin.so [--prompt TEXT]
 //                  [--max-new-tokens N]

@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     library = a.library
     if not library:
         os.environ.setdefault("HLA_DEPLOY_WITH_CUDA", "ON")
-        from hla_deploy.plugins import ort_library_path
+        from hla_deploy.native import ort_library_path
         library = str(ort_library_path(build=True))
     facts = cuda_library_facts(library)
     print("[diagnose] facts:\n" + "\n".join(f"  {k}: {v}" for k, v in facts.items()), flush=True)

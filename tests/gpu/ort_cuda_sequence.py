@@ -193,7 +193,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", required=True, help="comma-separated: " + ",".join(STEPS))
     ap.add_argument("--out", required=True, help="folder for exported graphs")
-    ap.add_argument("--library", help="libhla_ort_op.so (default: hla_deploy.plugins.ort_library_path())")
+    ap.add_argument("--library", help="libhla_ort_op.so (default: hla_deploy.native.ort_library_path())")
     ap.add_argument("--onnx", help="a custom-op export of the demo (instead of the export step)")
     ap.add_argument("--onnx-std", help="a standard-op export of the demo (instead of export-std)")
     a = ap.parse_args(argv)
@@ -207,7 +207,7 @@ def main(argv=None):
     if a.library:
         CTX["library"] = a.library
     else:
-        from hla_deploy.plugins import ort_library_path
+        from hla_deploy.native import ort_library_path
         CTX["library"] = str(ort_library_path(build=True))
     seen = set(mapped_libraries())
     for name in names:

@@ -271,7 +271,7 @@ def ort_cuda(kernel_dir):
                     f"(docs/GPU.md); the capi tests above cover the same launcher")
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    from hla_deploy.plugins import PluginBuildError, ort_library_path
+    from hla_deploy.native import PluginBuildError, ort_library_path
     os.environ["HLA_DEPLOY_KERNEL_DIR"] = str(kernel_dir)
     try:
         lib = ort_library_path(build=True)
@@ -284,7 +284,7 @@ def ort_cuda(kernel_dir):
     def session(case, dtype_name):
         key = (case, dtype_name)
         if key not in sessions:
-            from hla_deploy.plugins.ort_op_graph import single_node_model
+            from hla_deploy.native.ort_op_graph import single_node_model
             from hla_deploy.runtime.ort_session import cuda_provider_options
             variant, normalize, ridge, _ = case
             rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
@@ -324,7 +324,7 @@ def test_trt_plugin_enqueue_runs_the_aot_kernels(kernel_dir, tmp_path_factory):
     (hla2 bf16 / fp16, ahla bf16, T = 130) take the AOT path and match hla::forward_cpu."""
     if shutil.which("nvcc") is None or shutil.which("cmake") is None:
         pytest.skip("nvcc or cmake not on PATH: the TensorRT plugin cannot be built")
-    from hla_deploy.plugins import PluginBuildError, trt_build
+    from hla_deploy.native import PluginBuildError, trt_build
     try:
         inc = trt_build.tensorrt_include_dir(fetch=True, verbose=False)
     except PluginBuildError as e:

@@ -4,7 +4,7 @@ Needs onnxruntime with the CUDAExecutionProvider (onnxruntime-gpu; see docs/GPU.
 tests/gpu/run_all.sh) and the op library built with its CUDA kernels
 (`HLA_DEPLOY_WITH_CUDA=ON hla-deploy build-plugins`). Skipped, with the reason, anywhere else.
 
-- op level: a one-node graph (hla_deploy.plugins.ort_op_graph) for all 14 variant/option
+- op level: a one-node graph (hla_deploy.native.ort_op_graph) for all 14 variant/option
   configurations, float32 / float16 / bfloat16, decode (T = 1) and prefill (T > 1), plain
   `InferenceSession.run` with numpy feeds and IOBinding with CUDA OrtValues, each against the
   float64 serial reference (tests/reference.py); the sessions list the CUDA EP alone with CPU-EP
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from reference import ref_hla, ref_state_size  # noqa: E402
 
-from hla_deploy.plugins.ort_op_graph import single_node_model  # noqa: E402
+from hla_deploy.native.ort_op_graph import single_node_model  # noqa: E402
 from hla_deploy.runtime.ort_session import cuda_provider_options  # noqa: E402
 
 BOUNDS = {"float32": 5e-6, "float16": 5e-4, "bfloat16": 4e-3}  # o, relative RMS (as tests/gpu/test_cuda_kernels)

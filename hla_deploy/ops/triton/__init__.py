@@ -22,6 +22,9 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+#: Largest head dims the kernels take (d <= MAX_HEAD_DIM, dv + normalize <= MAX_HEAD_DIM): utils.py
+from .utils import MAX_HEAD_DIM
+
 __all__ = ["is_available", "supports", "hla_attention_triton", "MAX_HEAD_DIM"]
 
 
@@ -41,11 +44,6 @@ def is_available() -> bool:
 # `pytest tests/test_triton_hla.py -k ahla` has passed on one; hla_attention_triton(variant="ahla")
 # can be called directly meanwhile.
 GPU_VERIFIED_VARIANTS = ("hla2",)
-
-
-#: Largest head dims the kernels take: d <= MAX_HEAD_DIM and dv (+ 1 with normalize) <= MAX_HEAD_DIM
-#: (one tile per head; the normaliser is carried as an extra value column, see utils.py).
-MAX_HEAD_DIM = 128
 
 
 def supports(variant: str, normalize: bool = False, ridge: float = 0.0, *,

@@ -21,6 +21,10 @@ from ..state import split_state, state_size
 
 _ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+#: Largest head dims the kernels take: d <= MAX_HEAD_DIM and dv (+ 1 with normalize) <= MAX_HEAD_DIM
+#: (one tile per head; the normaliser is carried as an extra value column, see utils.py).
+MAX_HEAD_DIM = 128
+
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str,
                  decay: Union[float, Sequence[float], torch.Tensor], normalize: bool, eps: float, ridge: float,
@@ -29,10 +33,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str
     (OP_CONTRACT.md "Bad input", checked by hla_deploy.ops.api) plus the kernels' own limits
     (float32/float16/bfloat16 activations, variants hla2/ahla, head dims <= MAX_HEAD_DIM).
     Returns decay as H python floats."""
-    from ..api import _validate
-    from . import MAX_HEAD_DIM
+    from ..validate import validate_inputs
 
-    decays, _, _, _ = _validate(q, k, v, variant, decay, normalize, eps, ridge, initial_state, "triton", 64)
+    decays, _, _, _ = validate_inputs(q, k, v, variant, decay, normalize, eps, ridge, initial_state, "triton", 64)
     if q.dtype not in _ACT_DTYPES:
         raise TypeError(f"q has dtype {q.dtype}; the Triton backend takes float32, float16 or bfloat16")
     if variant not in ("hla2", "ahla"):
