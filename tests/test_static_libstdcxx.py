@@ -11,6 +11,7 @@ on purpose and runs the call that crashed, in a subprocess, after torch and nump
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,10 +40,13 @@ for dt in ("float16", "bfloat16", "float32"):
 
 
 def _static_libstdcxx_available() -> bool:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or ""
+    cxx = shlex.split(os.environ.get("CXX") or shutil.which("g++") or "")  # CXX may be "ccache g++"
     if not cxx:
         return False
-    r = subprocess.run([cxx, "-print-file-name=libstdc++.a"], stdout=subprocess.PIPE, text=True)
+    try:
+        r = subprocess.run([*cxx, "-print-file-name=libstdc++.a"], stdout=subprocess.PIPE, text=True)
+    except OSError:
+        return False
     return r.returncode == 0 and os.path.isabs(r.stdout.strip())
 
 

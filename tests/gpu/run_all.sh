@@ -16,9 +16,10 @@
 # a clear message when the install fails or imports another copy), onnxruntime-gpu (already
 # importable with the CUDA EP; $ORT_GPU_SITE; $ORT_GPU_WHEEL, /tmp/onnxruntime_gpu-*.whl or the
 # parts /root/ortp/ort.whl.part* (../shared/gpu/README.md), checked against /root/ortp/sha,
-# installed into /tmp/ortsite), then two builds side by side: the ORT op library WITH its CUDA
-# kernels into $HLA_DEPLOY_BUILD_DIR and the CUDA ctypes library of plugins/common (handed to
-# the tests as $HLA_CAPI_LIB, so no test process runs CMake).
+# installed into /tmp/ortsite), then three builds side by side: the ORT op library WITH its CUDA
+# kernels into $HLA_DEPLOY_BUILD_DIR, the CUDA ctypes library of plugins/common (handed to
+# the tests as $HLA_CAPI_LIB, so no test process runs CMake) and test_aot_prefill's AOT cubins
+# (into $HLA_GPU_AOT_KERNEL_DIR, default /tmp/hla-aot-test-kernels).
 # Phase 1, all steps at once (16 cores, 1 GPU; each step its own processes, pytest-xdist inside):
 # every tests/gpu/test_*.py, tests/test_triton_hla.py (-n 8 --dist loadscope: one class per
 # worker, so each Triton specialisation compiles once; counted by tests/triton_spec_count.py),
@@ -177,7 +178,7 @@ fi
 AOT_KERNEL_DIR=${HLA_GPU_AOT_KERNEL_DIR:-/tmp/hla-aot-test-kernels}  # test_aot_prefill's cubins (phase 0)
 CAPI_BUILD="import importlib.util as u; s = u.spec_from_file_location('hla_capi', 'plugins/common/hla_capi.py'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.build(cuda=True, jobs=8))"
 if [ "$DRY" = 1 ]; then
-  say "dry run: would build: $PY -m hla_deploy build-plugins --with-cuda on --no-runner; and the CUDA capi: $PY -c \"$CAPI_BUILD\""
+  say "dry run: would build: $PY -m hla_deploy build-plugins --with-cuda on --no-runner; the CUDA capi: $PY -c \"$CAPI_BUILD\"; and test_aot_prefill's AOT cubins: $PY -m hla_deploy build-plugins --kernels-only --arch <GPU> --kernel-dir $AOT_KERNEL_DIR --config ..."
 else
   say "building the ORT op library (CUDA) into $HLA_DEPLOY_BUILD_DIR and the CUDA capi library, side by side"
   run_step "$((ORDER + 1))" build_ort_op cmd 300 -- "$PY" -m hla_deploy build-plugins --with-cuda on --no-runner &
@@ -223,12 +224,18 @@ pytest_step() {  # name "VAR=value ..." "xdist args" pytest-args...
 for f in tests/gpu/test_*.py; do
   case $(basename "$f") in
     test_ort_cuda_ep.py) xd=$(nx "${HLA_GPU_ORT_WORKERS:-4}") ;;  # many subprocess scenarios
-    test_aot_prefill.py) xd=$(nx "${HLA_GPU_AOT_WORKERS:-6}") ;;  # ~150 cases; cubins built in phase 0
+    test_aot_prefill.py) xd=$(nx "${HLA_GPU_AOT_WORKERS:-6}") ;;  # ~300 cases; cubins built in phase 0
     *) xd=$(nx "${HLA_GPU_WORKERS:-2}") ;;
   esac
   envs=""
-  if [ "$(basename "$f")" = test_aot_prefill.py ] && [ -f "$AOT_KERNEL_DIR/manifest.json" ]; then
-    envs="HLA_DEPLOY_KERNEL_DIR=$AOT_KERNEL_DIR"
+  if [ "$(basename "$f")" = test_aot_prefill.py ]; then
+    # the cubins of THIS run's build step only (a warm machine keeps an older call's folder); without
+    # them the file's session fixture builds them, so one process (not one build per xdist worker)
+    if [ -f "$AOT_KERNEL_DIR/manifest.json" ] && grep -qx 'rc=0' "$LOG/build_aot_kernels.step" 2>/dev/null; then
+      envs="HLA_DEPLOY_KERNEL_DIR=$AOT_KERNEL_DIR"
+    else
+      xd=""
+    fi
   fi
   pytest_step "gpu_$(basename "$f" .py)" "$envs" "$xd" "$f"
 done
