@@ -259,12 +259,13 @@ def ship(run_dir: Path, to: Path, benchmarks: Path | None, force: bool) -> int:
             return 1
         card = model_card(m, (src / "TRAINING_RUN.md").read_text(), digests, targets)
         to.mkdir(parents=True, exist_ok=True)
-        for name in FILES + (checkpoint_manifest.MANIFEST_NAME,):
+        shipped = FILES + (checkpoint_manifest.MANIFEST_NAME,)
+        for name in shipped:
             shutil.copyfile(stage / name, to / f".{name}.ship")
-        for name in FILES + (checkpoint_manifest.MANIFEST_NAME,):
+        for name in shipped:
             (to / f".{name}.ship").replace(to / name)
         atomic_write_text(to / "MODEL_CARD.md", card)
-    print(f"shipped into {to}: {', '.join(FILES)}, {checkpoint_manifest.MANIFEST_NAME}, MODEL_CARD.md")
+    print(f"shipped into {to}: {', '.join(shipped)}, MODEL_CARD.md")
     if benchmarks is not None:
         update_benchmarks(benchmarks, m)
         print(f"updated the '{SECTION}' section of {benchmarks}")

@@ -178,21 +178,13 @@ fi
 AOT_KERNEL_DIR=${HLA_GPU_AOT_KERNEL_DIR:-/tmp/hla-aot-test-kernels}  # test_aot_prefill's cubins (phase 0)
 CAPI_BUILD="import importlib.util as u; s = u.spec_from_file_location('hla_capi', 'plugins/common/hla_capi.py'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.build(cuda=True, jobs=8))"
 if [ "$DRY" = 1 ]; then
-  say "dry run: would build: $PY -m hla_deploy build-plugins --with-cuda on --no-runner; the CUDA capi: $PY -c \"$CAPI_BUILD\"; and test_aot_prefill's AOT cubins: $PY -m hla_deploy build-plugins --kernels-only --arch <GPU> --kernel-dir $AOT_KERNEL_DIR --config ..."
+  say "dry run: would build: $PY -m hla_deploy build-plugins --with-cuda on --no-runner; the CUDA capi: $PY -c \"$CAPI_BUILD\"; and test_aot_prefill's AOT cubins: tests/gpu/test_aot_prefill.py's build_kernel_dir($AOT_KERNEL_DIR)"
 else
   say "building the ORT op library (CUDA) into $HLA_DEPLOY_BUILD_DIR and the CUDA capi library, side by side"
   run_step "$((ORDER + 1))" build_ort_op cmd 300 -- "$PY" -m hla_deploy build-plugins --with-cuda on --no-runner &
   run_step "$((ORDER + 2))" build_capi_cuda cmd 300 -- "$PY" -c "$CAPI_BUILD" &
   if wanted gpu_test_aot_prefill; then  # its cubins once, here, so that its tests can run on xdist workers
-    AOT_CONFIGS=$("$PY" -c "import sys; sys.path[:0] = ['tests/gpu', 'tests']; import test_aot_prefill as t; print(' '.join('--config ' + c for c in t.CONFIGS))" 2>"$LOG/aot_configs.log")
-    AOT_ARCH=$("$PY" -c "import torch; a, b = torch.cuda.get_device_capability(); print(f'{a}{b}')" 2>>"$LOG/aot_configs.log")
-    if [ -n "$AOT_CONFIGS" ] && [ -n "$AOT_ARCH" ]; then
-      # shellcheck disable=SC2086  # $AOT_CONFIGS is many words on purpose
-      run_step "$((ORDER + 3))" build_aot_kernels cmd 300 -- "$PY" -m hla_deploy build-plugins --kernels-only \
-        --arch "$AOT_ARCH" --kernel-dir "$AOT_KERNEL_DIR" $AOT_CONFIGS &
-    else
-      say "could not list test_aot_prefill's configurations ($LOG/aot_configs.log): its session fixture builds them"
-    fi
+    run_step "$((ORDER + 3))" build_aot_kernels cmd 300 -- "$PY" -c "import sys; sys.path[:0] = ['tests/gpu', 'tests']; import test_aot_prefill as t; print(t.build_kernel_dir(sys.argv[1]))" "$AOT_KERNEL_DIR" &
   fi
   ORDER=$((ORDER + 3))
   wait

@@ -62,23 +62,34 @@ def _case_id(c):
     return f"{c[0]}-norm{int(c[1])}-ridge{c[2]}-decay{c[3]}"
 
 
-@pytest.fixture(scope="session")
-def kernel_dir(tmp_path_factory):
-    """A kernel directory holding CONFIGS for this GPU's arch; exported as HLA_DEPLOY_KERNEL_DIR
-    (read by every launcher loaded after this fixture, and re-read by the capi after aot_reset)."""
+def build_kernel_dir(out) -> str:
+    """`hla-deploy build-plugins --kernels-only` of CONFIGS for this GPU's arch into `out`; returns
+    its output. The session fixture below and tests/gpu/run_all.sh's phase 0 both call this."""
     major, minor = torch.cuda.get_device_capability()
-    given = os.environ.get("HLA_DEPLOY_KERNEL_DIR", "").split(":")[0]
-    if given and (Path(given) / "manifest.json").is_file():
-        return Path(given)
-    out = tmp_path_factory.mktemp("aot-kernels")
     cmd = [sys.executable, "-m", "hla_deploy", "build-plugins", "--kernels-only", "--arch", f"{major}{minor}",
            "--kernel-dir", str(out)] + [a for c in CONFIGS for a in ("--config", c)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if proc.returncode != 0:
-        pytest.fail(f"building the AOT kernels failed ({proc.returncode}): {' '.join(cmd)}\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    assert (out / "manifest.json").is_file(), proc.stdout
+        raise RuntimeError(f"building the AOT kernels failed ({proc.returncode}): {' '.join(cmd)}\n"
+                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    if not (Path(out) / "manifest.json").is_file():
+        raise RuntimeError(f"{' '.join(cmd)} wrote no {Path(out) / 'manifest.json'}:\n{proc.stdout[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def kernel_dir(tmp_path_factory):
+    """A kernel directory holding CONFIGS for this GPU's arch; exported as HLA_DEPLOY_KERNEL_DIR
+    (read by every launcher loaded after this fixture, and re-read by the capi after aot_reset)."""
+    given = os.environ.get("HLA_DEPLOY_KERNEL_DIR", "").split(":")[0]
+    if given and (Path(given) / "manifest.json").is_file():
+        return Path(given)
+    out = tmp_path_factory.mktemp("aot-kernels")
+    try:
+        build_kernel_dir(out)
+    except RuntimeError as e:
+        pytest.fail(str(e))
     os.environ["HLA_DEPLOY_KERNEL_DIR"] = str(out)
     return out
 
